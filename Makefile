@@ -1,0 +1,53 @@
+# mcpdeploy — run as root on Debian 12. Everything installs into .venv/.
+#   make lab        the local lab: up, deploy every role, verify with testinfra
+#   make test       every test: unit, service, lab (deploy, verify, idempotence)
+#   make test-unit  no Docker, seconds
+#   make lab-down   remove the lab's containers, network and volumes
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST := $(BIN)/pytest
+LAB_SSH := /var/lib/mcpdeploy/lab/ssh_config
+
+.PHONY: bootstrap lab lab-up lab-deploy lab-verify lab-down test test-unit test-service \
+        test-lab lint lock
+
+bootstrap:
+	scripts/bootstrap
+
+lab: lab-up lab-deploy lab-verify
+
+lab-up: bootstrap
+	$(BIN)/mcpdeploy lab up
+
+lab-deploy: bootstrap
+	$(BIN)/pyinfra -y hosts/lab.py deploy.py
+
+lab-verify: bootstrap
+	$(PYTEST) tests/hosts
+
+lab-down: bootstrap
+	$(BIN)/mcpdeploy lab down
+
+test-unit: bootstrap
+	$(PYTEST) tests/unit
+
+test-service: bootstrap
+	$(PYTEST) app_image/tests
+
+# The lab suite: the lifecycle test takes the lab down and up (a fresh lab), then the
+# roles are deployed, verified over SSH, and deployed again to prove nothing changes.
+test-lab: bootstrap
+	$(PYTEST) tests/lab/test_lab_lifecycle.py
+	$(BIN)/pyinfra -y hosts/lab.py deploy.py
+	$(PYTEST) tests/hosts tests/lab --ignore=tests/lab/test_lab_lifecycle.py
+
+test: lint test-unit test-service test-lab
+
+lint: bootstrap
+	$(BIN)/ruff check .
+
+lock: bootstrap
+	$(BIN)/uv pip compile -q pyproject.toml --extra dev app_image/requirements.txt \
+	  app_image/requirements-test.txt --python-version 3.11 -o requirements.lock

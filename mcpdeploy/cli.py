@@ -1,0 +1,146 @@
+"""``mcpdeploy``: the thin CLI over Pulumi, pyinfra and testinfra.
+
+Configuration (``Pulumi.<stack>.yaml``) says what; these verbs say how. A user's
+mistake prints one clear line and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated
+
+import typer
+from docker.errors import DockerException
+from rich.console import Console
+
+from mcpdeploy.engine import EngineError, docker_client
+from mcpdeploy.lab import Lab, topology
+from mcpdeploy.settings import SettingsError, load_settings
+
+app = typer.Typer(
+    help="Provision, deploy, verify and switch the MCP service. See README.md and docs/.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect and validate stack settings.", no_args_is_help=True)
+lab_app = typer.Typer(
+    help="The local lab: edge, app-blue, app-green and data as systemd containers.",
+    no_args_is_help=True,
+)
+app.add_typer(config_app, name="config")
+app.add_typer(lab_app, name="lab")
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+StackOption = Annotated[
+    str, typer.Option("--stack", "-s", help="Stack name: reads Pulumi.<stack>.yaml.")
+]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _progress(message: str) -> None:
+    err.print(f"[cyan]==>[/cyan] {message}", soft_wrap=True)
+
+
+def _lab() -> Lab:
+    try:
+        settings = load_settings("lab")
+    except SettingsError as exc:
+        raise _fail(str(exc), 2) from None
+    return Lab(topology(settings), progress=_progress)
+
+
+@config_app.command("check")
+def config_check(stack: StackOption) -> None:
+    """Validate Pulumi.<stack>.yaml without touching anything.
+
+    Prints the effective settings (defaults filled in, secrets masked) and exits 0,
+    or prints every invalid key with its value and what is allowed, and exits 2.
+    """
+    try:
+        settings = load_settings(stack)
+    except SettingsError as exc:
+        raise _fail(str(exc), 2) from None
+    out.print_json(json.dumps(settings.masked()))
+
+
+@lab_app.command("up")
+def lab_up() -> None:
+    """Create (or repair) the lab: installs docker.io and debootstrap when missing,
+    starts the engine, builds the Debian 12 host image once, then starts the hosts,
+    the lab registry and their network. Idempotent. Needs root."""
+    lab = _lab()
+    try:
+        lab.up()
+    except EngineError as exc:
+        raise _fail(str(exc)) from None
+    except DockerException as exc:
+        raise _fail(f"the Docker engine refused: {exc}") from None
+
+
+@lab_app.command("down")
+def lab_down() -> None:
+    """Remove every container, network and volume the lab created (by label), nothing else.
+
+    Keys, the lab CA and cached base images stay for the next 'lab up'."""
+    lab = _lab()
+    try:
+        removed = lab.down()
+    except EngineError as exc:
+        raise _fail(str(exc)) from None
+    _progress(f"removed {len(removed)} lab object(s)" if removed else "no lab to remove")
+
+
+@lab_app.command("status")
+def lab_status(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Machine-readable (docs/lab.md).")
+    ] = False,
+) -> None:
+    """Show the lab's hosts, addresses, SSH ports and files; exit 1 when it is not up."""
+    lab = _lab()
+    try:
+        client = docker_client(timeout=0) if os.geteuid() == 0 else None
+    except EngineError:
+        client = None
+    doc = lab.status(client)
+    if as_json:
+        out.print_json(json.dumps(doc))
+    else:
+        out.print(
+            f"lab {'up' if doc['up'] else 'not up'} — {doc['url']} — network "
+            f"{doc['network']['name']} {doc['network']['subnet']}"
+        )
+        for h in doc["hosts"]:
+            out.print(
+                f"  {h['name']:<10} {h['role']:<5} {h['color'] or '-':<6} "
+                f"{h['address']:<15} ssh 127.0.0.1:{h['ssh_port']:<5} {h['state']}"
+            )
+        out.print(f"  ssh key {doc['ssh_key']}; CA {doc['ca_cert']}")
+    if not doc["up"]:
+        raise typer.Exit(1)
+
+
+@lab_app.command("ssh", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def lab_ssh(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Argument(help="edge, app-blue, app-green or data")],
+) -> None:
+    """Open a shell (or run the trailing command) on a lab host over SSH."""
+    lab = _lab()
+    try:
+        lab.topo.host(host)
+    except KeyError as exc:
+        raise _fail(str(exc.args[0]), 2) from None
+    if not lab.ssh_config.exists():
+        raise _fail("the lab has no SSH config yet: run 'mcpdeploy lab up'")
+    argv = ["ssh", "-F", str(lab.ssh_config), host, *ctx.args]
+    sys.stdout.flush()
+    os.execvp("ssh", argv)  # noqa: S606 - hands the terminal to ssh

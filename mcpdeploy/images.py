@@ -1,0 +1,131 @@
+"""Images built locally from Debian, since no image registry is reachable.
+
+Every image starts from a root filesystem made by ``debootstrap`` and ``docker import``.
+Images are tagged by a hash of what went into them, so a machine that built one
+reuses it and a change of package list builds a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from docker.errors import BuildError, ImageNotFound
+
+from mcpdeploy.engine import EngineError, Progress, docker_client, no_progress, require_free_space
+
+CACHE = Path("/var/cache/mcpdeploy")
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+SECURITY_MIRROR = "http://deb.debian.org/debian-security"
+APP_IMAGE_DIR = Path(__file__).resolve().parent.parent / "app_image"
+
+# Files laid into every root filesystem before import.
+_SOURCES = f"""Types: deb
+URIs: {MIRROR}
+Suites: {SUITE} {SUITE}-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: {SECURITY_MIRROR}
+Suites: {SUITE}-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"""
+
+
+class ImageError(EngineError):
+    """An image could not be built."""
+
+
+def ensure_debootstrap_image(
+    repository: str,
+    include: list[str],
+    *,
+    changes: list[str] | None = None,
+    progress: Progress = no_progress,
+) -> str:
+    """Return ``repository:<hash>`` for a Debian 12 root filesystem with ``include`` installed.
+
+    Built once with ``debootstrap --variant=minbase`` and imported; later calls with the
+    same inputs reuse the image. Host SSH keys and the machine id are removed so every
+    container made from it gets its own.
+    """
+    changes = changes or []
+    digest = hashlib.sha256("\n".join([SUITE, *sorted(include), *changes]).encode()).hexdigest()
+    tag = f"{repository}:{SUITE}-{digest[:12]}"
+    client = docker_client(progress)
+    try:
+        client.images.get(tag)
+        return tag
+    except ImageNotFound:
+        pass
+    require_free_space(CACHE)
+    progress(f"building {tag} with debootstrap (about a minute, once)")
+    with tempfile.TemporaryDirectory(dir=CACHE, prefix="rootfs-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        log = CACHE / f"debootstrap-{digest[:12]}.log"
+        cmd = [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(include)}",
+            SUITE,
+            str(rootfs),
+            MIRROR,
+        ]
+        with log.open("w") as out:
+            result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False)
+        if result.returncode != 0:
+            tail = log.read_text().strip().splitlines()[-3:]
+            raise ImageError(f"debootstrap failed ({' / '.join(tail)}); full log: {log}")
+        _prepare_rootfs(rootfs)
+        archive = Path(tmp) / "rootfs.tar"
+        subprocess.run(
+            ["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(archive), "."], check=True
+        )
+        shutil.rmtree(rootfs)
+        progress(f"importing {tag}")
+        repo, _, version = tag.rpartition(":")
+        client.api.import_image(src=str(archive), repository=repo, tag=version, changes=changes)
+    return tag
+
+
+def _prepare_rootfs(rootfs: Path) -> None:
+    (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
+    (rootfs / "etc/apt/sources.list.d/debian.sources").write_text(_SOURCES)
+    for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    machine_id = rootfs / "etc/machine-id"
+    if machine_id.exists():
+        machine_id.write_text("")
+    subprocess.run(["chroot", str(rootfs), "apt-get", "clean"], check=False)
+
+
+def app_base_image(progress: Progress = no_progress) -> str:
+    """The reference service's runtime base: Debian 12 with ``app_image/base/packages.txt``."""
+    packages = (APP_IMAGE_DIR / "base" / "packages.txt").read_text().split()
+    return ensure_debootstrap_image("mcpdeploy/app-base", packages, progress=progress)
+
+
+def build_app_image(tag: str = "mcpdeploy/app:dev", progress: Progress = no_progress) -> str:
+    """Build ``app_image/`` on the debootstrap base and tag it ``tag``."""
+    base = app_base_image(progress)
+    client = docker_client(progress)
+    progress(f"building {tag} from {APP_IMAGE_DIR}")
+    try:
+        client.images.build(
+            path=str(APP_IMAGE_DIR),
+            tag=tag,
+            buildargs={"BASE_IMAGE": base},
+            rm=True,
+            pull=False,
+        )
+    except BuildError as exc:
+        lines = [str(chunk.get("stream") or chunk.get("error") or "") for chunk in exc.build_log]
+        tail = " / ".join(line.strip() for line in lines if line.strip())[-600:]
+        raise ImageError(f"docker build of {APP_IMAGE_DIR} failed: {tail}") from None
+    return tag

@@ -1,0 +1,280 @@
+"""The one settings schema of a deployment.
+
+Every stack, the lab included, keeps its settings in ``Pulumi.<stack>.yaml`` under the
+``mcpdeploy:`` namespace (Pulumi's ``project:key`` convention, camelCase keys). This
+module is the only place that reads them; roles, components and commands receive a
+validated :class:`Settings`. Defaults are the values of the production guide
+(``shared/seed``), section named beside each field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+PROJECT = "mcpdeploy"
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+STACK_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+
+Color = Literal["blue", "green"]
+COLORS: tuple[Color, ...] = ("blue", "green")
+
+
+class SettingsError(Exception):
+    """Settings that cannot be used; ``problems`` holds one (key, value, allowed) each."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}: {len(problems)} invalid setting(s)"]
+        lines += [f"  {key}: {value} -> {allowed}" for key, value, allowed in problems]
+        super().__init__("\n".join(lines))
+
+
+class Secret(BaseModel):
+    """A Pulumi ``secure:`` value: ciphertext only the Pulumi CLI can decrypt."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    secure: str = Field(min_length=1)
+
+    def __str__(self) -> str:
+        return "[secret]"
+
+
+def _private_network(net: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+    if not net.is_private:
+        raise ValueError("must be a private (RFC 1918) network")
+    return net
+
+
+def _admin_network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"must be a network in CIDR notation like 203.0.113.0/24 ({exc})"
+        ) from None
+    # Guide, Firewall Configuration: SSH open to the world is what the baseline forbids.
+    if net.prefixlen == 0:
+        raise ValueError("must not be the whole internet (prefix /0); name the admins' networks")
+    return net
+
+
+def _webhook(value: Any) -> HttpUrl | Secret:
+    if isinstance(value, Secret):
+        return value
+    if isinstance(value, dict):
+        return Secret.model_validate(value)
+    try:
+        url = HttpUrl(value)
+    except ValidationError:
+        url = None
+    if url is None or url.scheme != "https":
+        raise ValueError("must be an https:// URL or a Pulumi secret ({secure: ...})")
+    return url
+
+
+def _size(value: str) -> str:
+    if not re.fullmatch(r"[1-9][0-9]*[KMGkmg]", value):
+        raise ValueError("must be a size like 500M, 10m or 1G")
+    return value
+
+
+def _https_origin(url: HttpUrl) -> HttpUrl:
+    if url.scheme != "https" or url.path not in (None, "", "/") or url.query:
+        raise ValueError("must be an https origin such as https://app.example.com")
+    return url
+
+
+AdminCidr = Annotated[
+    ipaddress.IPv4Network | ipaddress.IPv6Network,
+    PlainValidator(_admin_network),
+    PlainSerializer(str),
+]
+Webhook = Annotated[HttpUrl | Secret, PlainValidator(_webhook), PlainSerializer(str)]
+Size = Annotated[str, AfterValidator(_size)]
+Origin = Annotated[HttpUrl, AfterValidator(_https_origin)]
+Port = Annotated[int, Field(ge=1024, le=65535)]
+
+
+class Model(BaseModel):
+    """Stack YAML spelling: camelCase keys, unknown keys rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class RateLimits(Model):
+    """Per API key and per client, enforced by the service (guide: Rate Limiting)."""
+
+    per_minute: int = Field(100, gt=0)
+    per_hour: int = Field(1000, gt=0)
+    per_day: int = Field(10000, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RateLimits:
+        if not self.per_minute <= self.per_hour <= self.per_day:
+            raise ValueError("perMinute <= perHour <= perDay must hold")
+        return self
+
+
+class NginxZone(Model):
+    """One ``limit_req_zone`` (guide: Nginx Configuration), keyed by client address."""
+
+    rate_per_second: int = Field(gt=0, le=100000)
+    burst: int = Field(ge=0, le=100000)
+    size: Size = "10m"
+
+
+class NginxRateLimits(Model):
+    mcp: NginxZone = NginxZone(rate_per_second=10, burst=20)
+    api: NginxZone = NginxZone(rate_per_second=100, burst=50)
+
+
+class Timeouts(Model):
+    """Seconds (guide: ``mcp_timeout_seconds`` and the nginx proxy timeouts)."""
+
+    request_seconds: int = Field(30, gt=0, le=3600)
+    proxy_connect_seconds: int = Field(30, gt=0, le=3600)
+    proxy_send_seconds: int = Field(30, gt=0, le=3600)
+    proxy_read_seconds: int = Field(30, gt=0, le=3600)
+
+
+class Retention(Model):
+    """Days to keep things (guide: Security Settings, Weekly Tasks, Backup Procedures)."""
+
+    audit_log_days: int = Field(90, ge=1, le=3650)
+    backup_days: int = Field(30, ge=1, le=3650)
+    log_days: int = Field(7, ge=1, le=3650)
+
+
+class Lab(Model):
+    """The local lab's network and published ports (127.0.0.1 only)."""
+
+    subnet: Annotated[ipaddress.IPv4Network, AfterValidator(_private_network)] = (
+        ipaddress.IPv4Network("172.30.77.0/24")
+    )
+    https_port: Port = 8443
+    ssh_port_base: Port = 2220
+
+    @field_validator("subnet")
+    @classmethod
+    def _room_for_hosts(cls, net: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+        if net.num_addresses < 32:
+            raise ValueError("needs at least 32 addresses (a /27 or larger)")
+        return net
+
+
+class Settings(Model):
+    """Everything a deployment is, for one stack."""
+
+    domain: Annotated[
+        str,
+        Field(max_length=253, pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"),
+    ]
+    active_color: Color
+    image: Annotated[
+        str, Field(pattern=r"^[a-z0-9][a-z0-9._:/-]*(:[\w.-]{1,128})?(@sha256:[0-9a-f]{64})?$")
+    ]
+    app_hosts_per_color: int = Field(1, ge=1, le=20)
+    admin_cidrs: list[AdminCidr] = Field(min_length=1)
+    deploy_user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "deploy"
+    rate_limits: RateLimits = RateLimits()
+    nginx_rate_limits: NginxRateLimits = NginxRateLimits()
+    cors_origins: list[Origin] = []
+    max_request_bytes: int = Field(1048576, ge=1024, le=104857600)
+    timeouts: Timeouts = Timeouts()
+    retention: Retention = Retention()
+    alert_webhook: Webhook | None = None
+    journald_max_use: Size = "500M"
+    lab: Lab = Lab()
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as stack YAML would spell them, secrets masked."""
+        data = self.model_dump(mode="json", by_alias=True)
+        return data
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The directory holding ``Pulumi.yaml``, searched upward from ``start`` (the cwd) as
+    Pulumi does; the checkout this package runs from when there is none."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if (directory / "Pulumi.yaml").is_file():
+            return directory
+    return PACKAGE_ROOT
+
+
+def stack_file(stack: str, root: Path | None = None) -> Path:
+    """Path of the stack's config file; refuses names Pulumi would refuse."""
+    if not STACK_NAME.fullmatch(stack):
+        raise SettingsError(
+            f"stack {stack!r}",
+            [("stack", repr(stack), "lowercase letters, digits and '-', starting with a letter")],
+        )
+    return (root or project_root()) / f"Pulumi.{stack}.yaml"
+
+
+def load_settings(stack: str, root: Path | None = None) -> Settings:
+    """Read and validate ``Pulumi.<stack>.yaml``; raise :class:`SettingsError` on any problem."""
+    path = stack_file(stack, root)
+    source = path.name
+    try:
+        document = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SettingsError(
+            source, [("file", str(path), "create it (see Pulumi.prod.yaml) or pick a stack")]
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
+        raise SettingsError(
+            source, [("yaml", where, f"valid YAML ({exc.__class__.__name__})")]
+        ) from None
+    return parse_settings(document, source)
+
+
+def parse_settings(document: Any, source: str = "settings") -> Settings:
+    """Validate a parsed stack document (``{"config": {"mcpdeploy:key": ...}}``)."""
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        raise SettingsError(source, [("config", _show(document), "a mapping under 'config:'")])
+    prefix = f"{PROJECT}:"
+    ours = {k[len(prefix) :]: v for k, v in document["config"].items() if k.startswith(prefix)}
+    try:
+        return Settings.model_validate(ours)
+    except ValidationError as exc:
+        raise SettingsError(source, [_problem(err) for err in exc.errors()]) from None
+
+
+def _problem(err: Any) -> tuple[str, str, str]:
+    loc = [str(p) for p in err["loc"]]
+    key = PROJECT + ":" + ".".join(loc) if loc else PROJECT
+    if err["type"] == "missing":
+        return key, "(missing)", "required"
+    if err["type"] == "extra_forbidden":
+        return key, _show(err["input"]), "not a known setting (see docs/settings.md)"
+    message = err["msg"].removeprefix("Value error, ")
+    return key, _show(err["input"]), message
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
