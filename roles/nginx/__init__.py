@@ -1,0 +1,152 @@
+"""nginx role (app hosts): the guide's Nginx Configuration, done correctly.
+
+``render_config`` is pure (unit tests feed its output to a real ``nginx -t``); ``nginx``
+installs it, checks it with ``nginx -t`` on the host and reloads (never restarts) only
+when something changed.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files, server, systemd
+
+TEMPLATES = Path(__file__).parent / "templates"
+# Mozilla "intermediate" (v5.7) for ECDSA and RSA certificates, TLS 1.2 part; TLS 1.3
+# suites are not configurable here and are all strong.
+MOZILLA_INTERMEDIATE = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+HTTP_CONF = "/etc/nginx/conf.d/mcpdeploy.conf"
+SITE_CONF = "/etc/nginx/sites-available/mcp"
+SITE_LINK = "/etc/nginx/sites-enabled/mcp"
+TLS_DIR = "/etc/nginx/tls"
+
+
+def render_config(
+    *,
+    domain: str,
+    trusted_proxies: Sequence[str],
+    admin_cidrs: Sequence[str],
+    zones: Any,
+    timeouts: Any,
+    max_request_bytes: int,
+    upstream: str = "127.0.0.1:3000",
+    certificate_path: str = f"{TLS_DIR}/server.crt",
+    key_path: str = f"{TLS_DIR}/server.key",
+) -> dict[str, str]:
+    """The http-level and site configuration as {path on the host: content}.
+
+    ``zones`` is the settings' ``nginxRateLimits`` (``mcp``/``api`` with ``rate_per_second``,
+    ``burst``, ``size``); ``timeouts`` the settings' ``timeouts``.
+    """
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - nginx configuration, not HTML
+    )
+    data = {
+        "domain": domain,
+        "trusted_proxies": list(trusted_proxies),
+        "admin_cidrs": list(admin_cidrs),
+        "zones": zones,
+        "timeouts": timeouts,
+        "max_request_bytes": max_request_bytes,
+        "upstream": upstream,
+        "certificate_path": certificate_path,
+        "key_path": key_path,
+        "ciphers": MOZILLA_INTERMEDIATE,
+    }
+    return {
+        HTTP_CONF: env.get_template("http.conf.j2").render(data),
+        SITE_CONF: env.get_template("site.conf.j2").render(data),
+    }
+
+
+@deploy("Serve the MCP service through hardened nginx")
+def nginx(
+    *,
+    certificate_pem: str,
+    key_pem: str,
+    **config: Any,
+) -> None:
+    """Install nginx with the MCP site; ``config`` are :func:`render_config`'s arguments."""
+    apt.packages(name="Install nginx", packages=["nginx"])
+    changed = []
+    changed.append(
+        files.directory(
+            name="TLS directory, root only", path=TLS_DIR, user="root", group="root", mode="0700"
+        )
+    )
+    changed.append(
+        files.put(
+            name="Install the host's TLS certificate",
+            src=io.StringIO(certificate_pem),
+            dest=f"{TLS_DIR}/server.crt",
+            user="root",
+            group="root",
+            mode="0644",
+        )
+    )
+    changed.append(
+        files.put(
+            name="Install the host's TLS key (root only, content never shown)",
+            src=io.StringIO(key_pem),
+            dest=f"{TLS_DIR}/server.key",
+            user="root",
+            group="root",
+            mode="0600",
+        )
+    )
+    for path, content in render_config(**config).items():
+        changed.append(
+            files.put(
+                name=f"Render {path}",
+                src=io.StringIO(content),
+                dest=path,
+                user="root",
+                group="root",
+                mode="0644",
+            )
+        )
+    changed.append(files.link(name="Enable the MCP site", path=SITE_LINK, target=SITE_CONF))
+    changed.append(
+        files.file(
+            name="Disable the distribution's default site",
+            path="/etc/nginx/sites-enabled/default",
+            present=False,
+        )
+    )
+
+    def config_changed() -> bool:
+        return any(op.did_change() for op in changed)
+
+    server.shell(
+        name="Check the configuration with nginx -t before reloading",
+        commands=["nginx -t -q"],
+        _if=config_changed,
+    )
+    systemd.service(
+        name="Run nginx, reloaded on change (never restarted)",
+        service="nginx",
+        running=True,
+        enabled=True,
+        reloaded=True,
+        _if=config_changed,
+    )
+    systemd.service(name="nginx enabled and running", service="nginx", running=True, enabled=True)
