@@ -8,8 +8,10 @@ reuses it and a change of package list builds a new one.
 from __future__ import annotations
 
 import hashlib
+import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -111,9 +113,51 @@ def app_base_image(progress: Progress = no_progress) -> str:
     return ensure_debootstrap_image("mcpdeploy/app-base", packages, progress=progress)
 
 
+def fetch_app_wheels(progress: Progress = no_progress) -> Path:
+    """Download the pinned runtime wheels into ``app_image/wheels/`` (git-ignored).
+
+    With them the image build installs offline, trusting nothing but this machine's own pip
+    configuration (a proxy CA, a local index), which a debootstrap base does not carry.
+    """
+    dest = APP_IMAGE_DIR / "wheels"
+    arch = platform.machine()
+    platforms = [f"manylinux_2_{minor}_{arch}" for minor in (36, 34, 28, 17)]
+    platforms.append(f"manylinux2014_{arch}")
+    progress("fetching the service's pinned wheels")
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--implementation",
+        "cp",
+        "--python-version",
+        "3.11",
+        "--abi",
+        "cp311",
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+        *[arg for name in platforms for arg in ("--platform", name)],
+        "-r",
+        str(APP_IMAGE_DIR / "requirements.txt"),
+        "-d",
+        str(dest),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ImageError(f"pip download of the service's wheels failed: {result.stderr[-800:]}")
+    return dest
+
+
 def build_app_image(tag: str = "mcpdeploy/app:dev", progress: Progress = no_progress) -> str:
-    """Build ``app_image/`` on the debootstrap base and tag it ``tag``."""
+    """Build ``app_image/`` on the debootstrap base, from pinned wheels, and tag it ``tag``."""
     base = app_base_image(progress)
+    fetch_app_wheels(progress)
     client = docker_client(progress)
     progress(f"building {tag} from {APP_IMAGE_DIR}")
     try:

@@ -62,5 +62,5 @@ def test_debootstrap_failure_shows_its_last_lines(monkeypatch, tmp_path: Path):
         return type("done", (), {"returncode": 1})
 
     monkeypatch.setattr(images.subprocess, "run", fake_debootstrap)
-    with pytest.raises(images.ImageError, match="debootstrap failed .*Failed getting release"):
+    with pytest.raises(images.ImageError, match=r"debootstrap failed .*Failed getting release"):
         images.ensure_debootstrap_image("mcpdeploy/test", ["python3"])

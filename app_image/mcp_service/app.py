@@ -1,0 +1,209 @@
+"""The ASGI application: health, handshake, metrics and MCP Streamable HTTP (stateless)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import psycopg
+from mcp import Client
+from mcp.server.transport_security import TransportSecuritySettings
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from mcp_service import __version__, metrics
+from mcp_service.cache import ResponseCache
+from mcp_service.config import Settings
+from mcp_service.db import create_pool
+from mcp_service.logs import configure_logging
+from mcp_service.mcp_server import Services, build_mcp_server
+from mcp_service.middleware import (
+    HANDSHAKE_PATH,
+    MCP_PREFIX,
+    METRICS_PATH,
+    LimitsMiddleware,
+    McpGuardMiddleware,
+    ObservabilityMiddleware,
+)
+from mcp_service.ratelimit import RateLimiter
+from mcp_service.runtime import RuntimeState
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY_BASE")
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the service from settings (read from the environment when not given)."""
+    settings = settings or Settings.from_env(required=REQUIRED)
+    configure_logging(settings.log_level)
+    pool = create_pool(settings)
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.health_timeout,
+        socket_timeout=settings.health_timeout,
+        health_check_interval=30,
+    )
+    runtime = RuntimeState(settings, pool)
+    services = Services(pool, ResponseCache(redis), runtime, settings.db_timeout)
+    server = build_mcp_server(services)
+    security = TransportSecuritySettings(
+        # nginx in front sets Host to the public name; checking it here only matters when
+        # an operator lists the names (MCP_ALLOWED_HOSTS); the API key guards the rest.
+        enable_dns_rebinding_protection=bool(settings.allowed_hosts),
+        allowed_hosts=list(settings.allowed_hosts),
+        allowed_origins=list(settings.cors_origins),
+    )
+    mcp_app = server.streamable_http_app(
+        streamable_http_path=f"{MCP_PREFIX}/",
+        # Stateless + JSON responses: any worker, host or color can answer any request of a
+        # session, and no long-lived stream has to be drained at a switch.
+        stateless_http=True,
+        json_response=True,
+        max_request_body_size=settings.max_request_bytes,
+        transport_security=security,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        # wait=False: liveness (/health) must answer even while PostgreSQL is down.
+        await pool.open(wait=False)
+        try:
+            async with server.session_manager.run():
+                log.info("service started", extra={"version": __version__})
+                yield
+        finally:
+            await pool.close()
+            await redis.aclose()
+            metrics.mark_worker_dead()
+
+    async def health(_: Request) -> Response:
+        return JSONResponse({"status": "ok", "timestamp": _now(), "version": __version__})
+
+    async def health_mcp(_: Request) -> Response:
+        postgres, redis_ok = await asyncio.gather(
+            _check_postgres(services, settings.health_timeout),
+            _check_redis(redis, settings.health_timeout),
+        )
+        checks = {"postgres": postgres, "redis": redis_ok}
+        failing = sorted(name for name, result in checks.items() if result != "ok")
+        if failing:
+            return JSONResponse(
+                {
+                    "status": "unavailable",
+                    "failing": failing,
+                    "checks": checks,
+                    "timestamp": _now(),
+                    "version": __version__,
+                },
+                status_code=503,
+            )
+        switches = await runtime.current()
+        return JSONResponse(
+            {
+                "status": "ok" if switches.mcp_enabled else "disabled",
+                "mcp_enabled": switches.mcp_enabled,
+                "checks": checks,
+                "timestamp": _now(),
+                "version": __version__,
+            }
+        )
+
+    async def handshake(_: Request) -> Response:
+        started = time.perf_counter()
+        async with Client(server, mode="legacy") as client:
+            info = client.server_info
+            protocol = client.protocol_version
+        return JSONResponse(
+            {
+                "status": "ok",
+                "server": {
+                    "name": info.name if info else None,
+                    "version": info.version if info else None,
+                },
+                "protocol_version": protocol,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+        )
+
+    async def metrics_endpoint(_: Request) -> Response:
+        metrics.observe_pool(pool)
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    middleware = [Middleware(ObservabilityMiddleware, settings=settings)]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_headers=[
+                    "Authorization",
+                    "X-API-Key",
+                    "Content-Type",
+                    "Mcp-Session-Id",
+                    "Mcp-Protocol-Version",
+                    "Last-Event-ID",
+                ],
+                expose_headers=["Mcp-Session-Id", "X-Request-ID", "Retry-After"],
+                max_age=600,
+            )
+        )
+    middleware += [
+        Middleware(LimitsMiddleware, settings=settings),
+        Middleware(
+            McpGuardMiddleware,
+            settings=settings,
+            runtime=runtime,
+            limiter=RateLimiter(
+                redis,
+                settings.rate_limit_per_minute,
+                settings.rate_limit_per_hour,
+                settings.rate_limit_per_day,
+            ),
+        ),
+    ]
+    routes = [
+        Route("/health", health, methods=["GET", "HEAD"]),
+        Route("/health/mcp", health_mcp, methods=["GET", "HEAD"]),
+        Route(HANDSHAKE_PATH, handshake, methods=["GET", "POST"]),
+        Route(METRICS_PATH, metrics_endpoint, methods=["GET"]),
+        *mcp_app.routes,
+    ]
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+async def _check_postgres(services: Services, timeout: float) -> str:
+    try:
+        async with asyncio.timeout(timeout):
+            async with services.pool.connection(timeout=timeout) as conn:
+                await conn.execute("SELECT 1")
+    except (psycopg.Error, TimeoutError, OSError) as exc:
+        log.warning("postgres check failed", extra={"error": str(exc)})
+        return "unreachable"
+    return "ok"
+
+
+async def _check_redis(redis: Redis, timeout: float) -> str:
+    try:
+        async with asyncio.timeout(timeout):
+            await redis.ping()
+    except (RedisError, TimeoutError, OSError) as exc:
+        log.warning("redis check failed", extra={"error": str(exc)})
+        return "unreachable"
+    return "ok"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()

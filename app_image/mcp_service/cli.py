@@ -1,0 +1,179 @@
+"""The `mcp-service` command: serve (default), migrate, seed, enable/disable, keys, audit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from mcp_service import __version__, audit, keys
+from mcp_service.config import ConfigError, Settings
+from mcp_service.logs import configure_logging
+from mcp_service.migrate import MigrationError
+
+log = logging.getLogger("mcp_service.cli")
+ACTOR = "cli"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; every subcommand's --help says what it changes."""
+    parser = argparse.ArgumentParser(
+        prog="mcp-service", description="RailsPress MCP reference service (config from env)."
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the HTTP service (uvicorn; MCP_WORKERS workers)")
+    sub.add_parser("migrate", help="apply pending SQL migrations (advisory-locked)")
+    sub.add_parser("seed", help="insert initial settings and content where missing")
+    sub.add_parser("disable", help="emergency kill switch: MCP calls answer 503 within 5 s")
+    sub.add_parser("enable", help="turn the MCP API back on")
+    sub.add_parser("status", help="print the kill switch state as JSON")
+    keys_parser = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys_parser.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="issue a new key (printed once)")
+    create.add_argument("--name", required=True, help="who or what the key is for")
+    rotate = keys_sub.add_parser(
+        "rotate", help="issue a new key; the name's older keys expire after --grace-hours"
+    )
+    rotate.add_argument("--name", required=True)
+    rotate.add_argument("--grace-hours", type=float, default=24.0)
+    revoke = keys_sub.add_parser("revoke", help="revoke keys by their 8-character prefix")
+    revoke.add_argument("prefix")
+    keys_sub.add_parser("list", help="list keys (metadata only) as JSON")
+    audit_parser = sub.add_parser("audit-cleanup", help="delete audit records past retention")
+    audit_parser.add_argument(
+        "--days", type=int, help="retention in days (default MCP_AUDIT_LOG_RETENTION_DAYS, 90)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; a configuration or database problem prints one line and exits 2."""
+    args = build_parser().parse_args(argv)
+    command = args.command or "serve"
+    try:
+        return _run(command, args)
+    except ConfigError as exc:
+        print(f"mcp-service: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (MigrationError, psycopg.errors.UndefinedTable) as exc:
+        print(f"mcp-service {command}: {exc}", file=sys.stderr)
+        return 2
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"mcp-service {command}: cannot reach PostgreSQL: {first}", file=sys.stderr)
+        return 2
+
+
+def _run(command: str, args: argparse.Namespace) -> int:
+    if command == "serve":
+        return serve()
+    settings = Settings.from_env(
+        required=("DATABASE_URL", "SECRET_KEY_BASE") if command == "keys" else ("DATABASE_URL",)
+    )
+    configure_logging(settings.log_level)
+    if command == "migrate":
+        from mcp_service.migrate import migrate
+
+        applied = migrate(settings.database_url, settings.runtime_role)
+        _print({"applied": applied})
+    elif command == "seed":
+        from mcp_service.seed import seed
+
+        _print({"inserted": seed(settings.database_url)})
+    elif command in ("enable", "disable", "status"):
+        _print(
+            kill_switch(settings.database_url, None if command == "status" else command == "enable")
+        )
+    elif command == "keys":
+        _print(manage_keys(settings, args))
+    elif command == "audit-cleanup":
+        days = args.days or settings.audit_retention_days
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            _print({"deleted": audit.cleanup(conn, days), "retention_days": days})
+    return 0
+
+
+def kill_switch(database_url: str, enabled: bool | None) -> dict[str, Any]:
+    """Set (or with None, read) site_settings.mcp_enabled; changes are audited."""
+    with psycopg.connect(database_url) as conn, conn.transaction():
+        if enabled is not None:
+            conn.execute(
+                "INSERT INTO site_settings (key, value, updated_at)"
+                " VALUES ('mcp_enabled', %s, now())"
+                " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+                (Jsonb(enabled),),
+            )
+            audit.record_sync(conn, "mcp.enable" if enabled else "mcp.disable", ACTOR, {})
+        row = conn.execute("SELECT value FROM site_settings WHERE key = 'mcp_enabled'").fetchone()
+    return {"mcp_enabled": bool(row[0]) if row else True}
+
+
+def manage_keys(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """Create, rotate, revoke or list API keys; the plaintext is shown only on creation."""
+    secret = settings.secret_key_base
+    with psycopg.connect(settings.database_url) as conn, conn.transaction():
+        if args.keys_command == "create":
+            key = keys.create_key(conn, secret, args.name)
+            audit.record_sync(conn, "key.create", ACTOR, {"name": args.name, "prefix": key[:8]})
+            return {"name": args.name, "key": key}
+        if args.keys_command == "rotate":
+            key = keys.rotate_key(conn, secret, args.name, timedelta(hours=args.grace_hours))
+            audit.record_sync(
+                conn,
+                "key.rotate",
+                ACTOR,
+                {"name": args.name, "prefix": key[:8], "grace_hours": args.grace_hours},
+            )
+            return {"name": args.name, "key": key, "previous_valid_hours": args.grace_hours}
+        if args.keys_command == "revoke":
+            count = keys.revoke_key(conn, args.prefix)
+            audit.record_sync(conn, "key.revoke", ACTOR, {"prefix": args.prefix})
+            return {"revoked": count}
+        return {"keys": keys.list_keys(conn)}
+
+
+def serve() -> int:
+    """Validate config, then run uvicorn with graceful SIGTERM draining."""
+    from mcp_service.app import REQUIRED
+
+    settings = Settings.from_env(required=REQUIRED)
+    configure_logging(settings.log_level)
+    metrics_dir = ""
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Must be set before any worker imports prometheus_client (workers are spawned).
+        metrics_dir = tempfile.mkdtemp(prefix="mcp-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    import uvicorn
+
+    try:
+        uvicorn.run(
+            "mcp_service.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_config=None,
+            # Client addresses are resolved by our middleware against MCP_TRUSTED_PROXIES.
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=settings.shutdown_timeout,
+            timeout_keep_alive=5,
+        )
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def _print(value: Any) -> None:
+    print(json.dumps(value, default=str))
