@@ -31,7 +31,7 @@ lab-down: bootstrap
 	$(BIN)/mcpdeploy lab down
 
 test-unit: bootstrap
-	$(PYTEST) tests/unit
+	$(PYTEST) tests/unit tests/infra
 
 test-service: bootstrap
 	$(PYTEST) app_image/tests
@@ -39,9 +39,9 @@ test-service: bootstrap
 # The lab suite: the lifecycle test takes the lab down and up (a fresh lab), then the
 # roles are deployed, verified over SSH, and deployed again to prove nothing changes.
 test-lab: bootstrap
-	$(PYTEST) tests/lab/test_lab_lifecycle.py
+	$(PYTEST) tests/lifecycle
 	$(BIN)/pyinfra -y hosts/lab.py deploy.py
-	$(PYTEST) tests/hosts tests/lab --ignore=tests/lab/test_lab_lifecycle.py
+	$(PYTEST) tests/hosts tests/lab
 
 test: lint test-unit test-service test-lab
 

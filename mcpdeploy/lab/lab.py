@@ -166,6 +166,10 @@ class Lab:
                 f"  User {SSH_USER}\n  IdentityFile {self.ssh_key}\n  IdentitiesOnly yes\n"
                 f"  UserKnownHostsFile {self.known_hosts}\n  StrictHostKeyChecking yes\n"
                 f"  HostKeyAlias [127.0.0.1]:{host.ssh_port}\n"
+                # One connection per host for a burst of commands: UFW's 'limit' on SSH
+                # drops the 6th new connection within 30 s from one address.
+                f"  ControlMaster auto\n  ControlPath {self.state_dir}/mux-%C\n"
+                "  ControlPersist 60s\n"
             )
         self.known_hosts.write_text("\n".join(known) + "\n")
         self.ssh_config.write_text("\n".join(config))
@@ -181,6 +185,8 @@ class Lab:
             if port in ours:
                 continue
             with socket.socket() as probe:
+                # SO_REUSEADDR: a port left in TIME_WAIT by the last lab is free; a listener is not.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     probe.bind(("127.0.0.1", port))
                 except OSError:
@@ -242,6 +248,10 @@ class Lab:
         self.progress(f"creating {name}")
         api = client.api
         host_config = api.create_host_config(**spec["host_config"])
+        if spec.get("writable_proc_sys"):
+            # Docker's read-only paths less /proc/sys, so the base role really applies the
+            # network namespace's sysctls (it never writes the machine's kernel.* or fs.*).
+            host_config["ReadonlyPaths"] = _READONLY_PATHS
         networking = api.create_networking_config(
             {NETWORK: api.create_endpoint_config(ipv4_address=spec["address"])}
         )
@@ -279,6 +289,7 @@ class Lab:
             "labels": {LABEL: "1", f"{LABEL}.host": host.name, f"{LABEL}.role": host.role},
             "ports": list(ports),
             "stop_signal": "SIGRTMIN+3",
+            "writable_proc_sys": True,
             "host_config": {
                 "port_bindings": ports,
                 "binds": volumes,
@@ -487,6 +498,7 @@ class Lab:
 
 
 _REGISTRY_UID = 10500
+_READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sysrq-trigger"]
 # Pull and push without accounts: the registry is reachable only from the lab network and
 # 127.0.0.1, and TLS from the lab CA lets hosts verify it instead of using insecure mode.
 _REGISTRY_CONFIG = f"""version: 0.1

@@ -1,6 +1,7 @@
 """``mcpdeploy lab down`` and ``up``: exactly the labelled objects go, the same lab comes back.
 
-Runs first in the lab suite (make test-lab): it leaves a freshly created, undeployed lab.
+Runs first in the lab suite (make test-lab), apart from tests/lab: it leaves a freshly
+created, undeployed lab.
 """
 
 from __future__ import annotations
