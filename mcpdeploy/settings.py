@@ -24,6 +24,7 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -183,6 +184,83 @@ class Lab(Model):
         return net
 
 
+def _vpc_network(net: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+    net = _private_network(net)
+    # Six subnets (public + private in up to three AZs) of at least /28, AWS's smallest.
+    if not 16 <= net.prefixlen <= 24:
+        raise ValueError("must be between /16 and /24 (room for six subnets of /28 or more)")
+    return net
+
+
+InstanceType = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]
+SshPublicKey = Annotated[
+    str,
+    Field(pattern=r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+=*( .*)?$"),
+]
+JumpHost = Annotated[str, Field(pattern=r"^([a-z_][a-z0-9_-]*@)?[A-Za-z0-9.-]+(:[0-9]+)?$")]
+DnsName = Annotated[
+    str,
+    Field(max_length=253, pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"),
+]
+
+
+class AwsDatabase(Model):
+    """RDS PostgreSQL (guide: Database Preparation / Security, Backup Procedures)."""
+
+    instance_class: Annotated[str, Field(pattern=r"^db\.[a-z0-9-]+\.[a-z0-9]+$")] = "db.t4g.medium"
+    engine_version: Annotated[str, Field(pattern=r"^[1-9][0-9](\.[0-9]+)?$")] = "16"
+    multi_az: bool = True
+    allocated_storage_gb: int = Field(20, ge=20, le=65536)
+    backup_retention_days: int = Field(7, ge=7, le=35)
+    deletion_protection: bool = True
+
+    @field_validator("engine_version")
+    @classmethod
+    def _supported_major(cls, version: str) -> str:
+        # Older majors are at or past the end of RDS standard support.
+        if int(version.split(".")[0]) < 15:
+            raise ValueError("PostgreSQL 15 or newer (16 is the default)")
+        return version
+
+
+class AwsCache(Model):
+    """ElastiCache Redis: one primary plus replicas; failover needs two nodes or more."""
+
+    node_type: Annotated[str, Field(pattern=r"^cache\.[a-z0-9-]+\.[a-z0-9]+$")] = "cache.t4g.small"
+    nodes: int = Field(2, ge=1, le=6)
+    engine_version: Annotated[str, Field(pattern=r"^[6-9]\.[0-9]+$")] = "7.1"
+
+
+class Aws(Model):
+    """The AWS target (``infra/``). The region is Pulumi's own ``aws:region`` key."""
+
+    vpc_cidr: Annotated[ipaddress.IPv4Network, AfterValidator(_vpc_network)] = (
+        ipaddress.IPv4Network("10.40.0.0/16")
+    )
+    availability_zones: int = Field(2, ge=2, le=3)
+    nat_gateways: Literal["perAz", "one"] = "perAz"
+    hosted_zone: DnsName | None = None
+    app_instance_type: InstanceType = "t3.small"
+    app_root_volume_gb: int = Field(20, ge=8, le=1024)
+    ssh_public_key: SshPublicKey | None = None
+    access: Literal["ssm", "bastion"] = "ssm"
+    bastion: JumpHost | None = None
+    canary_weight: int = Field(0, ge=0, le=100)
+    deregistration_delay_seconds: int = Field(30, ge=0, le=3600)
+    ecr_keep_images: int = Field(20, ge=1, le=1000)
+    alert_email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,63}$")] | None = None
+    database: AwsDatabase = AwsDatabase()
+    cache: AwsCache = AwsCache()
+
+    @model_validator(mode="after")
+    def _bastion_named(self) -> Aws:
+        if self.access == "bastion" and self.bastion is None:
+            raise ValueError("access: bastion needs bastion: [user@]host[:port] (the jump host)")
+        if self.access == "ssm" and self.bastion is not None:
+            raise ValueError("bastion is only used with access: bastion (SSM needs no jump host)")
+        return self
+
+
 class Settings(Model):
     """Everything a deployment is, for one stack."""
 
@@ -206,6 +284,16 @@ class Settings(Model):
     alert_webhook: Webhook | None = None
     journald_max_use: Size = "500M"
     lab: Lab = Lab()
+    aws: Aws = Aws()
+
+    @field_validator("aws")
+    @classmethod
+    def _domain_in_hosted_zone(cls, aws: Aws, info: ValidationInfo) -> Aws:
+        zone, domain = aws.hosted_zone, info.data.get("domain")
+        # ACM's DNS validation records can only be written into the zone that owns the name.
+        if zone and domain and not (domain == zone or domain.endswith("." + zone)):
+            raise ValueError(f"hostedZone {zone!r} must be the domain {domain!r} or a parent of it")
+        return aws
 
     def masked(self) -> dict[str, Any]:
         """The effective settings as stack YAML would spell them, secrets masked."""

@@ -1,0 +1,167 @@
+"""pyinfra inventory of an AWS stack: its app hosts, found from stack outputs or EC2 tags.
+
+``hosts/aws.py`` calls :func:`aws_groups`. Hosts have no public address: pyinfra reaches
+them over SSH tunnelled through SSM Session Manager (``aws.access: ssm``) or through the
+jump host ``aws.bastion`` (``aws.access: bastion``), by way of an ssh_config written to
+the operator's cache directory (it holds no secret). Secrets stay in Secrets Manager and
+are read at deploy time with :func:`read_secret`, in memory only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import yaml
+
+from mcpdeploy.settings import COLORS, PROJECT, Settings, SettingsError, load_settings, stack_file
+
+HostEntry = tuple[str, dict[str, Any]]
+SSH_USER = "admin"  # the login user of the official Debian AMIs
+GROUPS = ("edge", "app", "app_blue", "app_green", "data")
+
+
+@dataclass(frozen=True)
+class AwsHost:
+    """One running app host of the stack."""
+
+    name: str
+    instance_id: str
+    address: str
+    color: str
+    role: str = "app"
+
+
+def stack_region(stack: str, root: Path | None = None) -> str:
+    """``aws:region`` of ``Pulumi.<stack>.yaml`` (Pulumi's key), else the AWS environment."""
+    document = yaml.safe_load(stack_file(stack, root).read_text()) or {}
+    region = (document.get("config") or {}).get("aws:region")
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region:
+        raise SettingsError(
+            f"Pulumi.{stack}.yaml", [("aws:region", "(missing)", "the stack's AWS region")]
+        )
+    return region
+
+
+def hosts_from_outputs(outputs: dict[str, Any]) -> list[AwsHost]:
+    """Hosts from the ``hosts`` output of ``pulumi stack output --json``."""
+    return [
+        AwsHost(h["name"], h["id"], h["address"], color)
+        for color in COLORS
+        for h in outputs.get("hosts", {}).get(color, [])
+    ]
+
+
+def hosts_from_stack_outputs(stack: str) -> list[AwsHost]:
+    """Ask the Pulumi CLI for the stack's outputs (the source of truth after `up`)."""
+    result = subprocess.run(
+        ["pulumi", "stack", "output", "--json", "-s", stack],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return hosts_from_outputs(json.loads(result.stdout))
+
+
+def hosts_from_ec2_tags(ec2: Any, stack: str) -> list[AwsHost]:
+    """Running instances tagged ``Project=mcpdeploy``, ``Stack=<stack>`` (boto3 EC2 client)."""
+    filters = [
+        {"Name": "tag:Project", "Values": [PROJECT]},
+        {"Name": "tag:Stack", "Values": [stack]},
+        {"Name": "instance-state-name", "Values": ["running"]},
+    ]
+    hosts = []
+    for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
+        for reservation in page["Reservations"]:
+            for instance in reservation["Instances"]:
+                tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+                if tags.get("Color") not in COLORS:
+                    continue
+                hosts.append(
+                    AwsHost(
+                        name=tags.get("Name", instance["InstanceId"]),
+                        instance_id=instance["InstanceId"],
+                        address=instance["PrivateIpAddress"],
+                        color=tags["Color"],
+                        role=tags.get("Role", "app"),
+                    )
+                )
+    return sorted(hosts, key=lambda h: (h.color, h.name))
+
+
+def ssh_target(host: AwsHost, settings: Settings) -> str:
+    """What ssh connects to: the instance id through SSM, the private address via a jump."""
+    return host.instance_id if settings.aws.access == "ssm" else host.address
+
+
+def ssh_config(hosts: list[AwsHost], settings: Settings, region: str) -> str:
+    """ssh_config blocks routing each host through SSM Session Manager or the jump host."""
+    blocks = []
+    for host in hosts:
+        if settings.aws.access == "ssm":
+            route = (
+                "ProxyCommand aws ssm start-session --target %h "
+                f"--document-name AWS-StartSSHSession --parameters portNumber=%p --region {region}"
+            )
+        else:
+            route = f"ProxyJump {settings.aws.bastion}"
+        blocks.append(f"Host {ssh_target(host, settings)}\n    User {SSH_USER}\n    {route}\n")
+    return "\n".join(blocks)
+
+
+def build_groups(
+    hosts: list[AwsHost], settings: Settings, stack: str, config_file: Path
+) -> dict[str, list[HostEntry]]:
+    """Groups and host data in the contract of ``hosts/lab.py`` (role, color, address,
+    stack, deploy_authorized_keys, ssh_*); AWS stacks have no edge or data hosts (the
+    ALB, RDS and ElastiCache do those jobs), so those groups are empty."""
+    keys = [settings.aws.ssh_public_key] if settings.aws.ssh_public_key else []
+    groups: dict[str, list[HostEntry]] = {name: [] for name in GROUPS}
+    for host in hosts:
+        data: dict[str, Any] = {
+            "ssh_hostname": ssh_target(host, settings),
+            "ssh_user": SSH_USER,
+            "ssh_config_file": str(config_file),
+            "role": host.role,
+            "color": host.color,
+            "address": host.address,
+            "stack": stack,
+            "deploy_authorized_keys": keys,
+            "instance_id": host.instance_id,
+        }
+        if os.environ.get("MCPDEPLOY_SSH_KEY"):
+            data["ssh_key"] = os.environ["MCPDEPLOY_SSH_KEY"]
+        entry = (host.name, data)
+        groups[host.role].append(entry)
+        groups[f"app_{host.color}"].append(entry)
+    return groups
+
+
+def aws_groups(stack: str | None = None, root: Path | None = None) -> dict[str, list[HostEntry]]:
+    """The inventory of ``stack`` (default: env ``MCPDEPLOY_STACK``, else ``prod``)."""
+    stack = stack or os.environ.get("MCPDEPLOY_STACK", "prod")
+    settings = load_settings(stack, root)
+    region = stack_region(stack, root)
+    if shutil.which("pulumi"):
+        hosts = hosts_from_stack_outputs(stack)
+    else:
+        hosts = hosts_from_ec2_tags(boto3.client("ec2", region_name=region), stack)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / PROJECT / stack
+    cache.mkdir(parents=True, exist_ok=True)
+    config_file = cache / "ssh_config"
+    config_file.write_text(ssh_config(hosts, settings, region))
+    return build_groups(hosts, settings, stack, config_file)
+
+
+def read_secret(name: str, stack: str, client: Any) -> str:
+    """The current value of ``/<project>/<stack>/<name>`` from Secrets Manager, returned
+    to the caller only: deploys hand it to the host, never to a file on this machine."""
+    response = client.get_secret_value(SecretId=f"/{PROJECT}/{stack}/{name}")
+    return response["SecretString"]
