@@ -8,6 +8,7 @@ data) and the inventory's groups decide its firewall allow-list.
 
 from pyinfra import host, inventory
 
+from mcpdeploy.credentials import stack_credentials
 from mcpdeploy.settings import load_settings
 from roles.base import base
 from roles.firewall import firewall, firewall_rules
@@ -27,3 +28,8 @@ firewall(
         app_addresses=[app.data.address for app in inventory.get_group("app", [])],
     )
 )
+credentials = stack_credentials(host.data.stack, host.data.credentials)
+
+# Data hosts: PostgreSQL and Redis (lab and self-hosted; RDS and ElastiCache on AWS).
+
+# App hosts: Docker, the service, nginx.

@@ -5,8 +5,10 @@
 Settings come from ``Pulumi.<stack>.yaml`` (``stack`` below). Every host carries the data
 the roles read: ``role`` (edge, app or data), ``color`` for app hosts, ``address`` (the
 private address other hosts use to reach it: firewall allow-lists are built from these),
-and ``deploy_authorized_keys`` (public keys of the deploy user). Groups are by role and
-by color, as in ``hosts/lab.py``.
+``deploy_authorized_keys`` (public keys of the deploy user) and ``credentials``: ``file``
+keeps the stack's secrets and CA root-only under /var/lib/mcpdeploy/<stack>/ on the
+operator machine (mcpdeploy/credentials.py). Groups are by role and by color, as in
+``hosts/lab.py``.
 """
 
 _STACK = "prod"
@@ -23,6 +25,7 @@ def _host(name: str, role: str, address: str, color: str | None = None) -> tuple
             "address": address,
             "stack": _STACK,
             "deploy_authorized_keys": _KEYS,
+            "credentials": "file",
         },
     )
 

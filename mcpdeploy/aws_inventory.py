@@ -134,6 +134,7 @@ def build_groups(
             "address": host.address,
             "stack": stack,
             "deploy_authorized_keys": keys,
+            "credentials": "aws",
             "instance_id": host.instance_id,
         }
         if os.environ.get("MCPDEPLOY_SSH_KEY"):

@@ -42,6 +42,7 @@ def lab_groups() -> dict[str, list[HostEntry]]:
                 "address": host.address,
                 "stack": "lab",
                 "deploy_authorized_keys": keys,
+                "credentials": "file",
             },
         )
         groups[host.role].append(entry)

@@ -122,7 +122,7 @@ class Lab:
 
     @property
     def api_key_file(self) -> Path:
-        return self.state_dir / "secrets" / "api_key"
+        return self.state_dir / "secrets" / "mcp-api-key"
 
     # -- up ---------------------------------------------------------------------------
 
