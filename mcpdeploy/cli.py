@@ -23,11 +23,15 @@ app = typer.Typer(
     help="Provision, deploy, verify and switch the MCP service. See README.md and docs/.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
-config_app = typer.Typer(help="Inspect and validate stack settings.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Inspect and validate stack settings.", no_args_is_help=True, rich_markup_mode="markdown"
+)
 lab_app = typer.Typer(
     help="The local lab: edge, app-blue, app-green and data as systemd containers.",
     no_args_is_help=True,
+    rich_markup_mode="markdown",
 )
 app.add_typer(config_app, name="config")
 app.add_typer(lab_app, name="lab")
@@ -73,9 +77,13 @@ def config_check(stack: StackOption) -> None:
 
 @lab_app.command("up")
 def lab_up() -> None:
-    """Create (or repair) the lab: installs docker.io and debootstrap when missing,
-    starts the engine, builds the Debian 12 host image once, then starts the hosts,
-    the lab registry and their network. Idempotent. Needs root."""
+    """Create or repair the lab (idempotent, needs root).
+
+    Installs docker.io and debootstrap when missing, starts the Docker engine when none
+    answers, builds the Debian 12 host image once, then starts the network, the TLS
+    registry and the hosts, and waits until each has booted and answers SSH. Running it
+    again changes nothing.
+    """
     lab = _lab()
     try:
         lab.up()
@@ -87,9 +95,11 @@ def lab_up() -> None:
 
 @lab_app.command("down")
 def lab_down() -> None:
-    """Remove every container, network and volume the lab created (by label), nothing else.
+    """Remove the lab's containers, network and volumes, nothing else.
 
-    Keys, the lab CA and cached base images stay for the next 'lab up'."""
+    Only objects labelled mcpdeploy.lab go. Keys, the lab CA and the cached base images
+    stay for the next 'lab up'.
+    """
     lab = _lab()
     try:
         removed = lab.down()
@@ -123,7 +133,9 @@ def lab_status(
                 f"  {h['name']:<10} {h['role']:<5} {h['color'] or '-':<6} "
                 f"{h['address']:<15} ssh 127.0.0.1:{h['ssh_port']:<5} {h['state']}"
             )
-        out.print(f"  ssh key {doc['ssh_key']}; CA {doc['ca_cert']}")
+        out.print(f"  ssh key {doc['ssh_key']}")
+        out.print(f"  CA      {doc['ca_cert'] or '(none yet)'}")
+        out.print(f"  API key {doc['api_key_file'] or '(none yet: deploy the lab)'}")
     if not doc["up"]:
         raise typer.Exit(1)
 
