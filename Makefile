@@ -31,7 +31,7 @@ lab-down: bootstrap
 	$(BIN)/mcpdeploy lab down
 
 test-unit: bootstrap
-	$(PYTEST) tests/unit tests/infra
+	$(PYTEST) tests/unit tests/infra tests/policies
 
 test-service: bootstrap
 	$(PYTEST) app_image/tests

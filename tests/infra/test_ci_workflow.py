@@ -52,7 +52,10 @@ def test_pull_requests_run_tests_and_preview_prod_with_the_policy_pack():
     assert {"pull_request", "release", "schedule"} <= set(triggers)
     jobs = workflow["jobs"]
     assert "pytest tests/unit tests/infra" in steps_of(jobs["unit"])
-    assert "pulumi preview --policy-pack policies --stack prod" in steps_of(jobs["preview"])
+    assert (
+        "pulumi preview --policy-pack policies --policy-pack-config policies/prod.json --stack prod"
+        in steps_of(jobs["preview"])
+    )
 
 
 def test_releases_and_nights_verify_hosts_and_the_image_deps_are_audited():
