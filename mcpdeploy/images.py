@@ -7,12 +7,16 @@ reuses it and a change of package list builds a new one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import platform
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from docker.errors import BuildError, ImageNotFound
@@ -173,3 +177,92 @@ def build_app_image(tag: str = "mcpdeploy/app:dev", progress: Progress = no_prog
         tail = " / ".join(line.strip() for line in lines if line.strip())[-600:]
         raise ImageError(f"docker build of {APP_IMAGE_DIR} failed: {tail}") from None
     return tag
+
+
+def app_source_tag() -> str:
+    """``src-<hash>`` of everything that goes into the service image (tests and caches aside).
+
+    The same sources always give the same tag and any change gives a new one, so a tag in
+    the lab registry is never overwritten: it is as immutable as a release tag.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(APP_IMAGE_DIR.rglob("*")):
+        relative = path.relative_to(APP_IMAGE_DIR)
+        if not path.is_file() or relative.parts[0] in _NOT_IN_IMAGE or "__pycache__" in path.parts:
+            continue
+        digest.update(str(relative).encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"src-{digest.hexdigest()[:12]}"
+
+
+@functools.cache
+def release_image(reference: str, progress: Progress = no_progress) -> str:
+    """The image reference hosts run for ``reference`` (the settings' ``image``).
+
+    Outside the lab registry ``reference`` is returned as it is (ECR, a user's registry:
+    built and pushed by their pipeline). In the lab registry
+    (``registry.mcp.lab.test:5000/<repository>[:<tag>]``; without a tag the tag is
+    :func:`app_source_tag`) the image is built and pushed first if the registry lacks it;
+    a tag the registry has is never rebuilt or pushed again (a no-op), so every host of a
+    pyinfra run, and every later run, gets the same bytes. Returns
+    ``registry.mcp.lab.test:5000/<repository>@sha256:...``, which hosts pull and the
+    service unit runs: a restart can never pick up other bytes.
+    """
+    from mcpdeploy.lab.topology import REGISTRY_NAME, REGISTRY_PORT
+
+    lab_registry = f"{REGISTRY_NAME}:{REGISTRY_PORT}"
+    registry, _, rest = reference.partition("/")
+    if registry != lab_registry or "@" in rest:
+        return reference
+    repository, _, tag = rest.partition(":")
+    tag = tag or app_source_tag()
+    digest = _lab_manifest_digest(repository, tag)
+    if digest is None:
+        built = build_app_image(f"{repository}:{tag}", progress)
+        # The operator's Docker trusts a registry on 127.0.0.1 without extra configuration.
+        push = f"127.0.0.1:{REGISTRY_PORT}/{repository}"
+        client = docker_client(progress)
+        client.images.get(built).tag(push, tag)
+        progress(f"pushing {push}:{tag}")
+        for line in client.images.push(push, tag, stream=True, decode=True):
+            if "error" in line:
+                raise ImageError(
+                    f"push of {push}:{tag} to the lab registry failed: {line['error']}"
+                )
+        digest = _lab_manifest_digest(repository, tag)
+        if digest is None:
+            raise ImageError(f"the lab registry has no {repository}:{tag} right after the push")
+    return f"{lab_registry}/{repository}@{digest}"
+
+
+def _lab_manifest_digest(repository: str, tag: str) -> str | None:
+    """The digest the lab registry serves for ``repository:tag``, or None if it has none."""
+    from mcpdeploy.lab.topology import REGISTRY_PORT, STATE_DIR
+
+    context = ssl.create_default_context(cafile=str(STATE_DIR / "ca.crt"))
+    request = urllib.request.Request(
+        f"https://127.0.0.1:{REGISTRY_PORT}/v2/{repository}/manifests/{tag}",
+        method="HEAD",
+        headers={"Accept": ", ".join(_MANIFEST_TYPES)},
+    )
+    try:
+        # A fixed https:// URL on 127.0.0.1.
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:  # noqa: S310
+            return response.headers["Docker-Content-Digest"]
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise ImageError(f"the lab registry answered {exc.code} for {repository}:{tag}") from None
+    except OSError as exc:
+        raise ImageError(
+            f"the lab registry does not answer on 127.0.0.1:{REGISTRY_PORT} ({exc}): "
+            "is the lab up (mcpdeploy lab status)?"
+        ) from None
+
+
+_NOT_IN_IMAGE = {"tests", "wheels", "README.md", "requirements-test.txt"}
+_MANIFEST_TYPES = (
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+)

@@ -1,14 +1,17 @@
-"""Operations for config files that must pass their own checker before they go live."""
+"""Operations for files that must pass their own checker, or stay private, as they go live."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import posixpath
 import shlex
 from collections.abc import Iterator
 
 from pyinfra import host
 from pyinfra.api import operation
-from pyinfra.api.command import StringCommand
-from pyinfra.facts.files import Sha256File
+from pyinfra.api.command import FileUploadCommand, StringCommand
+from pyinfra.facts.files import File, Sha256File
 
 
 @operation()
@@ -47,3 +50,29 @@ def install_validated(
         "exit 1; fi; "
         f"rm -f {previous}"
     )
+
+
+@operation()
+def put_private(content: str, dest: str) -> Iterator[str | FileUploadCommand]:
+    """``content`` in ``dest``, owned by root, mode 0600, never shown.
+
+    Unlike ``files.put`` this never prints a diff (``--diff``) and never puts the content
+    on a command line. The upload lands beside ``dest`` (keep its directory root-only),
+    then replaces it in one rename.
+    """
+    wanted = hashlib.sha256(content.encode()).hexdigest()
+    current = host.get_fact(Sha256File, path=dest)
+    info = host.get_fact(File, path=dest) or {}
+    owned = info.get("user") == "root" and info.get("group") == "root" and info.get("mode") == 600
+    if current == wanted and owned:
+        host.noop(f"{dest} is up to date")
+        return
+    q_dest = shlex.quote(dest)
+    if current != wanted:
+        temp = posixpath.join(posixpath.dirname(dest), f".{posixpath.basename(dest)}.new")
+        q_temp = shlex.quote(temp)
+        yield f"install -o root -g root -m 600 /dev/null {q_temp}"
+        yield FileUploadCommand(io.BytesIO(content.encode()), temp, remote_temp_filename=temp)
+        yield f"chown root:root {q_temp} && chmod 600 {q_temp} && mv {q_temp} {q_dest}"
+    else:
+        yield f"chown root:root {q_dest} && chmod 600 {q_dest}"

@@ -10,23 +10,20 @@ lets in-flight requests finish on the old workers: no connection is dropped.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files, server, systemd
 
-from roles.nginx import MOZILLA_INTERMEDIATE
+from roles.nginx import MOZILLA_INTERMEDIATE, TLS_DIR, site
 from roles.nginx import TEMPLATES as NGINX_TEMPLATES
 
 TEMPLATES = Path(__file__).parent / "templates"
 HTTP_CONF = "/etc/nginx/conf.d/mcpdeploy-edge.conf"
 SITE_CONF = "/etc/nginx/sites-available/mcp-edge"
-SITE_LINK = "/etc/nginx/sites-enabled/mcp-edge"
-TLS_DIR = "/etc/nginx/tls"
+UPSTREAM_CA = "upstream-ca.crt"
 MAX_FAILS = 3
 FAIL_TIMEOUT = 10
 
@@ -39,9 +36,9 @@ def render_edge_config(
     timeouts: Any,
     max_request_bytes: int,
     extra_names: Sequence[str] = ("localhost", "127.0.0.1"),
-    certificate_path: str = f"{TLS_DIR}/edge.crt",
-    key_path: str = f"{TLS_DIR}/edge.key",
-    upstream_ca_path: str = f"{TLS_DIR}/upstream-ca.crt",
+    certificate_path: str = f"{TLS_DIR}/server.crt",
+    key_path: str = f"{TLS_DIR}/server.key",
+    upstream_ca_path: str = f"{TLS_DIR}/{UPSTREAM_CA}",
 ) -> dict[str, str]:
     """The edge's nginx configuration as {path on the host: content}.
 
@@ -84,57 +81,10 @@ def edge(*, certificate_pem: str, key_pem: str, upstream_ca_pem: str, **config: 
 
     ``config`` holds :func:`render_edge_config`'s arguments.
     """
-    apt.packages(name="Install nginx", packages=["nginx"])
-    changes = [
-        files.directory(
-            name="TLS directory, root only", path=TLS_DIR, user="root", group="root", mode="0700"
-        ),
-        files.put(
-            name="Install the edge's public certificate",
-            src=io.StringIO(certificate_pem),
-            dest=f"{TLS_DIR}/edge.crt",
-            mode="0644",
-        ),
-        files.put(
-            name="Install the edge's key (root only, content never shown)",
-            src=io.StringIO(key_pem),
-            dest=f"{TLS_DIR}/edge.key",
-            mode="0600",
-        ),
-        files.put(
-            name="Trust the internal CA for the app hosts",
-            src=io.StringIO(upstream_ca_pem),
-            dest=f"{TLS_DIR}/upstream-ca.crt",
-            mode="0644",
-        ),
-    ]
-    for path, content in render_edge_config(**config).items():
-        changes.append(
-            files.put(name=f"Render {path}", src=io.StringIO(content), dest=path, mode="0644")
-        )
-    changes.append(files.link(name="Enable the edge site", path=SITE_LINK, target=SITE_CONF))
-    changes.append(
-        files.link(
-            name="Disable the distribution's default site",
-            path="/etc/nginx/sites-enabled/default",
-            present=False,
-        )
+    site(
+        configs=render_edge_config(**config),
+        site_conf=SITE_CONF,
+        certificate_pem=certificate_pem,
+        key_pem=key_pem,
+        public_files={UPSTREAM_CA: upstream_ca_pem},
     )
-
-    def changed() -> bool:
-        return any(op.did_change() for op in changes)
-
-    server.shell(
-        name="Check the configuration with nginx -t before reloading",
-        commands=["nginx -t -q"],
-        _if=changed,
-    )
-    systemd.service(
-        name="Reload nginx (never restart): in-flight requests finish on the old workers",
-        service="nginx",
-        running=True,
-        enabled=True,
-        reloaded=True,
-        _if=changed,
-    )
-    systemd.service(name="nginx enabled and running", service="nginx", running=True, enabled=True)

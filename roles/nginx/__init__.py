@@ -8,13 +8,15 @@ when something changed.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
+
+from roles.base.operations import put_private
 
 TEMPLATES = Path(__file__).parent / "templates"
 # Mozilla "intermediate" (v5.7) for ECDSA and RSA certificates, TLS 1.2 part; TLS 1.3
@@ -31,7 +33,6 @@ MOZILLA_INTERMEDIATE = ":".join(
 )
 HTTP_CONF = "/etc/nginx/conf.d/mcpdeploy.conf"
 SITE_CONF = "/etc/nginx/sites-available/mcp"
-SITE_LINK = "/etc/nginx/sites-enabled/mcp"
 TLS_DIR = "/etc/nginx/tls"
 
 
@@ -78,45 +79,39 @@ def render_config(
     }
 
 
-@deploy("Serve the MCP service through hardened nginx")
-def nginx(
+@deploy("nginx site")
+def site(
     *,
+    configs: Mapping[str, str],
+    site_conf: str,
     certificate_pem: str,
     key_pem: str,
-    **config: Any,
+    public_files: Mapping[str, str] | None = None,
 ) -> None:
-    """Install nginx with the MCP site; ``config`` are :func:`render_config`'s arguments."""
+    """nginx serving ``configs`` ({path: content}) with the host's certificate and key.
+
+    ``site_conf`` (one of ``configs``' paths, in sites-available) is enabled and Debian's
+    default site disabled. ``public_files`` are more 0644 files in :data:`TLS_DIR` (a CA).
+    A change is checked with ``nginx -t`` and applied by a reload, never a restart.
+    """
     apt.packages(name="Install nginx", packages=["nginx"])
-    changed = []
-    changed.append(
+    changes = [
         files.directory(
             name="TLS directory, root only", path=TLS_DIR, user="root", group="root", mode="0700"
-        )
-    )
-    changed.append(
-        files.put(
-            name="Install the host's TLS certificate",
-            src=io.StringIO(certificate_pem),
-            dest=f"{TLS_DIR}/server.crt",
-            user="root",
-            group="root",
-            mode="0644",
-        )
-    )
-    changed.append(
-        files.put(
+        ),
+        # put_private, not files.put: ``pyinfra --diff`` would print the key.
+        put_private(
             name="Install the host's TLS key (root only, content never shown)",
-            src=io.StringIO(key_pem),
+            content=key_pem,
             dest=f"{TLS_DIR}/server.key",
-            user="root",
-            group="root",
-            mode="0600",
-        )
-    )
-    for path, content in render_config(**config).items():
-        changed.append(
+        ),
+    ]
+    public = {f"{TLS_DIR}/server.crt": certificate_pem}
+    public |= {f"{TLS_DIR}/{name}": content for name, content in (public_files or {}).items()}
+    for path, content in {**public, **configs}.items():
+        changes.append(
             files.put(
-                name=f"Render {path}",
+                name=f"Install {path}",
                 src=io.StringIO(content),
                 dest=path,
                 user="root",
@@ -124,29 +119,42 @@ def nginx(
                 mode="0644",
             )
         )
-    changed.append(files.link(name="Enable the MCP site", path=SITE_LINK, target=SITE_CONF))
-    changed.append(
-        files.file(
+    link = site_conf.replace("/sites-available/", "/sites-enabled/")
+    changes.append(files.link(name=f"Enable {site_conf}", path=link, target=site_conf))
+    changes.append(
+        # Debian enables it as a symlink to sites-available/default.
+        files.link(
             name="Disable the distribution's default site",
             path="/etc/nginx/sites-enabled/default",
             present=False,
         )
     )
 
-    def config_changed() -> bool:
-        return any(op.did_change() for op in changed)
+    def changed() -> bool:
+        return any(op.did_change() for op in changes)
 
     server.shell(
         name="Check the configuration with nginx -t before reloading",
         commands=["nginx -t -q"],
-        _if=config_changed,
+        _if=changed,
     )
     systemd.service(
-        name="Run nginx, reloaded on change (never restarted)",
+        name="Reload nginx (never restart): in-flight requests finish on the old workers",
         service="nginx",
         running=True,
         enabled=True,
         reloaded=True,
-        _if=config_changed,
+        _if=changed,
     )
     systemd.service(name="nginx enabled and running", service="nginx", running=True, enabled=True)
+
+
+@deploy("Serve the MCP service through hardened nginx")
+def nginx(*, certificate_pem: str, key_pem: str, **config: Any) -> None:
+    """The app host's nginx in front of the service; ``config``: :func:`render_config`'s."""
+    site(
+        configs=render_config(**config),
+        site_conf=SITE_CONF,
+        certificate_pem=certificate_pem,
+        key_pem=key_pem,
+    )

@@ -1,0 +1,112 @@
+"""Facts and operations the app role needs that pyinfra does not ship."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterator
+
+from pyinfra import host
+from pyinfra.api import FactBase, operation
+
+# Print the HTTP status of a local URL (0 when nothing answers).
+_STATUS = """
+import sys, urllib.error, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=5) as response:
+        print(response.status)
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+except OSError:
+    print(0)
+"""
+
+# Poll a local URL until it answers 200; on timeout say where to look next, and exit 1.
+_WAIT = """
+import sys, time, urllib.error, urllib.request
+host, url, timeout, unit, container = sys.argv[1:6]
+deadline, last = time.monotonic() + float(timeout), "no answer"
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            if response.status == 200:
+                sys.exit(0)
+            last = f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        last = f"HTTP {exc.code} {exc.read(300).decode(errors='replace')}"
+    except OSError as exc:
+        last = str(exc)
+    time.sleep(2)
+sys.exit(
+    f"{host}: {url} did not answer 200 within {timeout} s; last answer: {last}. "
+    f"Look at: journalctl -u {unit} -n 50 --no-pager; docker logs --tail 50 {container}"
+)
+"""
+
+
+class Readiness(FactBase[int | None]):
+    """HTTP status of ``http://127.0.0.1:<port><path>`` on the host (0: no answer)."""
+
+    def requires_command(self, port: int, path: str) -> str:
+        """The probe is a Python one-liner."""
+        return "python3"
+
+    def command(self, port: int, path: str) -> str:
+        """GET the URL once, 5 s at most."""
+        return f"python3 -c {shlex.quote(_STATUS)} http://127.0.0.1:{port}{shlex.quote(path)}"
+
+    def process(self, output: list[str]) -> int | None:
+        """The status code."""
+        return int(output[0]) if output and output[0].strip().isdigit() else None
+
+
+class ServiceImages(FactBase[list[dict[str, str]]]):
+    """Local images of ``repository``, newest first: ``[{"id", "digest", "tag"}, ...]``."""
+
+    default = list
+
+    def requires_command(self, repository: str) -> str:
+        """Docker lists the images."""
+        return "docker"
+
+    def command(self, repository: str) -> str:
+        """``docker image ls`` sorts newest first."""
+        return (
+            "docker image ls --no-trunc --format '{{.ID}} {{.Digest}} {{.Tag}}' "
+            f"{shlex.quote(repository)}"
+        )
+
+    def process(self, output: list[str]) -> list[dict[str, str]]:
+        """One image per line."""
+        images = []
+        for line in output:
+            parts = line.split()
+            if len(parts) == 3:
+                images.append({"id": parts[0], "digest": parts[1], "tag": parts[2]})
+        return images
+
+
+def wait_ready_command(
+    *, host_name: str, port: int, path: str, timeout_seconds: int, unit: str, container: str
+) -> str:
+    """A command that waits for ``path`` = 200 or fails naming where to look."""
+    arguments = [host_name, f"http://127.0.0.1:{port}{path}", str(timeout_seconds), unit, container]
+    return f"python3 -c {shlex.quote(_WAIT)} " + " ".join(shlex.quote(a) for a in arguments)
+
+
+@operation()
+def prune_images(repository: str, keep: int, current: str) -> Iterator[str]:
+    """Remove images of ``repository`` beyond the ``keep`` newest; ``current`` always stays."""
+    images = host.get_fact(ServiceImages, repository=repository)
+    reference = current.split("@", 1)
+    kept: list[str] = []
+    for image in images:
+        is_current = (len(reference) == 2 and image["digest"] == reference[1]) or (
+            current == f"{repository}:{image['tag']}"
+        )
+        if (is_current or len(kept) < keep) and image["id"] not in kept:
+            kept.append(image["id"])
+    doomed = sorted({image["id"] for image in images} - set(kept))
+    if not doomed:
+        host.noop(f"at most {keep} images of {repository} on the host")
+        return
+    yield "docker image rm --force " + " ".join(doomed)
