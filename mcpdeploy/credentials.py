@@ -121,6 +121,15 @@ def stack_credentials(stack: str, source: str) -> Credentials:
     return file_credentials(state_dir(stack) / "secrets")
 
 
+def stack_ca(stack: str, source: str) -> str:
+    """The CA certificate (PEM) the stack's internal certificates are issued by."""
+    if source == "aws":
+        import boto3
+
+        return aws_host_tls(stack, boto3.client("secretsmanager")).ca
+    return LabCA(state_dir(stack)).cert_path.read_text()
+
+
 def host_tls(stack: str, source: str, host: str, sans: list[str]) -> HostTls:
     """The TLS material ``host`` serves with, from ``source`` (``file`` or ``aws``)."""
     if source == "aws":

@@ -10,7 +10,7 @@ public ports exist only on the edge, and every other port is closed by the defau
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,12 +61,14 @@ def firewall_rules(
     admin_cidrs: Iterable[Network],
     edge_addresses: Iterable[str] = (),
     app_addresses: Iterable[str] = (),
+    collector_ports: Mapping[int, str] | None = None,
 ) -> list[Rule]:
     """The inbound allow-list of a host of kind ``role`` (``edge``, ``app`` or ``data``).
 
     Every host: SSH from ``admin_cidrs``, rate-limited. edge: 80 and 443 from anywhere.
-    app: 443 from each edge address. data: 5432 and 6379 from each app address.
-    SSH rules come first so they exist before UFW is enabled.
+    app: 443 from each edge address. data: 5432 and 6379 from each app address, and each
+    of ``collector_ports`` ({port: what}: the lab's alert receiver, the log collector) from
+    every edge and app address. SSH rules come first so they exist before UFW is enabled.
     """
     rules = [
         Rule(SSH_PORT, ipaddress.ip_network(cidr), "ssh from admins", "limit")
@@ -84,6 +86,11 @@ def firewall_rules(
             Rule(port, ipaddress.ip_network(address), f"{service} from app")
             for port, service in DATA_PORTS.items()
             for address in app_addresses
+        ]
+        rules += [
+            Rule(port, ipaddress.ip_network(address), f"{what} from hosts")
+            for port, what in (collector_ports or {}).items()
+            for address in [*edge_addresses, *app_addresses]
         ]
     else:
         raise ValueError(f"unknown host role {role!r}: expected edge, app or data")
