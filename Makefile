@@ -1,5 +1,5 @@
 # mcpdeploy — run as root on Debian 12. Everything installs into .venv/.
-#   make lab        the local lab: up, deploy every role, verify with testinfra
+#   make lab        the local lab: up, deploy every role, verify; prints URL, CA, API key
 #   make test       every test: unit, service, lab (deploy, verify, idempotence)
 #   make test-unit  no Docker, seconds
 #   make lab-down   remove the lab's containers, network and volumes
@@ -25,7 +25,8 @@ lab-deploy: bootstrap
 	$(BIN)/pyinfra -y hosts/lab.py deploy.py
 
 lab-verify: bootstrap
-	$(PYTEST) tests/hosts
+	$(PYTEST) tests/hosts tests/e2e
+	$(BIN)/mcpdeploy lab status
 
 lab-down: bootstrap
 	$(BIN)/mcpdeploy lab down
@@ -41,7 +42,7 @@ test-service: bootstrap
 test-lab: bootstrap
 	$(PYTEST) tests/lifecycle
 	$(BIN)/pyinfra -y hosts/lab.py deploy.py
-	$(PYTEST) tests/hosts tests/lab
+	$(PYTEST) tests/hosts tests/e2e tests/lab
 
 test: lint test-unit test-service test-lab
 

@@ -6,13 +6,35 @@ Each host's ``stack`` names the settings (Pulumi.<stack>.yaml); its ``role`` (ed
 data) and the inventory's groups decide its firewall allow-list.
 """
 
-from pyinfra import host, inventory
+import json
 
-from mcpdeploy.credentials import host_tls, stack_credentials
+from pydantic import HttpUrl
+from pyinfra import host, inventory
+from pyinfra.operations import files
+
+from mcpdeploy.credentials import DATABASE, host_tls, stack_ca, stack_credentials
+from mcpdeploy.images import release_image
+from mcpdeploy.lab.topology import REGISTRY_NAME, REGISTRY_PORT
 from mcpdeploy.settings import COLORS, load_settings
+from roles.app import CONTAINER as APP_CONTAINER
+from roles.app import CONTAINER_CA_FILE, app, service_environment
+from roles.app import PORT as APP_PORT
 from roles.base import base
+from roles.data import data, service_urls
+from roles.docker import docker_engine
 from roles.edge import edge
 from roles.firewall import firewall, firewall_rules
+from roles.logs import APP_NGINX_LOGS, EDGE_NGINX_LOGS, SERVICE_LOGS, log_collector, log_forwarding
+from roles.maintenance import (
+    alert_receiver,
+    alerting,
+    audit_cleanup,
+    backups,
+    certificate_check,
+    health_check,
+    performance_check,
+)
+from roles.nginx import nginx
 
 settings = load_settings(host.data.stack)
 
@@ -27,13 +49,85 @@ firewall(
         admin_cidrs=settings.admin_cidrs,
         edge_addresses=[edge.data.address for edge in inventory.get_group("edge", [])],
         app_addresses=[app.data.address for app in inventory.get_group("app", [])],
+        collector_ports=settings.maintenance.collector_ports(),
     )
 )
 credentials = stack_credentials(host.data.stack, host.data.credentials)
 
 # Data hosts: PostgreSQL and Redis (lab and self-hosted; RDS and ElastiCache on AWS).
+if host.data.role == "data":
+    data(
+        address=host.data.address,
+        app_addresses=[app.data.address for app in inventory.get_group("app", [])],
+        # Clients verify the name they connect to: the app hosts use the address.
+        tls=host_tls(
+            host.data.stack, host.data.credentials, host.name, [host.name, host.data.address]
+        ),
+        credentials=credentials,
+        settings=settings.data,
+    )
+
+# pyinfra runs one operation at a time on every host it applies to, in waves: the data
+# hosts' and app hosts' sections would interleave. An operation every host runs from one
+# call site is one step for all of them, so nothing below starts before the data hosts
+# are done (the app hosts' migrations need their database and roles).
+files.directory(name="Wait until the data hosts are deployed", path="/etc/mcpdeploy")
 
 # App hosts: Docker, the service, nginx.
+if host.data.role == "app":
+    image = release_image(settings.image)
+    registry = image.split("/", 1)[0]
+    app_tls = host_tls(
+        host.data.stack,
+        host.data.credentials,
+        host.name,
+        [host.name, host.data.address, settings.domain],
+    )
+    docker_engine(
+        bridge=settings.app.docker_bridge,
+        log_max_size=settings.app.log_max_size,
+        log_max_files=settings.app.log_max_files,
+        # The lab registry's certificate is from the stack's CA; ECR uses the instance role.
+        registry_ca=(registry, app_tls.ca)
+        if registry == f"{REGISTRY_NAME}:{REGISTRY_PORT}"
+        else None,
+        credential_helper_registries=[registry] if host.data.credentials == "aws" else [],
+    )
+    urls = service_urls(inventory.get_group("data")[0].data.address, credentials, CONTAINER_CA_FILE)
+    environment = service_environment(
+        credentials=credentials,
+        urls=urls,
+        trusted_proxy=settings.app.docker_bridge.ip,
+        workers=settings.app.workers,
+        stop_timeout_seconds=settings.app.stop_timeout_seconds,
+        settings=settings,
+    )
+    app(
+        image=image,
+        environment=environment,
+        # The schema owner migrates; the service itself only ever holds the runtime role.
+        migrate_environment={**environment, "DATABASE_URL": urls["MIGRATION_DATABASE_URL"]},
+        memory=settings.app.memory,
+        pids_limit=settings.app.pids_limit,
+        stop_timeout_seconds=settings.app.stop_timeout_seconds,
+        readiness_path="/health/mcp",
+        readiness_timeout_seconds=settings.app.readiness_timeout_seconds,
+        keep_images=settings.app.keep_images,
+        ca_pem=app_tls.ca,
+    )
+    nginx(
+        certificate_pem=app_tls.certificate,
+        key_pem=app_tls.key,
+        domain=settings.domain,
+        # The load balancer in front: the edge hosts, or the inventory's own list (AWS: the
+        # ALB's subnets).
+        trusted_proxies=host.data.get("trusted_proxies")
+        or [edge.data.address for edge in inventory.get_group("edge", [])],
+        admin_cidrs=[str(cidr) for cidr in settings.admin_cidrs],
+        zones=settings.nginx_rate_limits,
+        timeouts=settings.timeouts,
+        max_request_bytes=settings.max_request_bytes,
+    )
 
 # Edge hosts: the load balancer in front of both colors (lab and self-hosted; the ALB on AWS).
 if host.data.role == "edge":
@@ -56,3 +150,71 @@ if host.data.role == "edge":
         timeouts=settings.timeouts,
         max_request_bytes=settings.max_request_bytes,
     )
+
+# Maintenance: the guide's Maintenance Procedures as hardened systemd timers on every host
+# (roles/maintenance, docs/maintenance.md). On AWS, RDS backups and CloudWatch alarms do the
+# data host's part.
+maintenance = settings.maintenance
+# A Pulumi secret cannot be decrypted here (no Pulumi CLI); such stacks alert via CloudWatch.
+alert_url = str(settings.alert_webhook) if isinstance(settings.alert_webhook, HttpUrl) else ""
+alerting(
+    webhook_url=alert_url,
+    ca_pem=stack_ca(host.data.stack, host.data.credentials),
+    disk_alert_percent=maintenance.disk_alert_percent,
+    log_days=settings.retention.log_days,
+)
+if host.data.role in ("edge", "app"):
+    certificate_check(
+        server_name=settings.domain, warning_days=maintenance.certificate_warning_days
+    )
+if host.data.role == "edge":
+    health_check(
+        server_name=settings.domain,
+        # Through the edge itself, then each app host of both colors (an idle color that
+        # fails could not take a switch).
+        addresses=["127.0.0.1", *[app.data.address for app in inventory.get_group("app", [])]],
+    )
+if host.data.role == "app":
+    performance_check(
+        url=f"http://127.0.0.1:{APP_PORT}/api/v1/mcp/metrics",
+        metrics_token=credentials.api_key,
+        error_percent=maintenance.error_rate_alert_percent,
+        slow_seconds=maintenance.slow_response_seconds,
+        window_minutes=maintenance.performance_window_minutes,
+    )
+    audit_cleanup(container=APP_CONTAINER, days=settings.retention.audit_log_days)
+if host.data.role == "data":
+    backups(
+        database=DATABASE,
+        days=settings.retention.backup_days,
+        # Kept with each backup: what was deployed, the webhook (a credential) masked.
+        deployment_json=json.dumps(
+            {**settings.masked(), "alertWebhook": "[secret]" if alert_url else None},
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n",
+        bucket=maintenance.backup_bucket,
+        bucket_prefix=host.name,
+    )
+    if maintenance.alert_receiver:
+        receiver_tls = host_tls(
+            host.data.stack, host.data.credentials, f"{host.name}-alerts", [host.data.address]
+        )
+        alert_receiver(
+            port=maintenance.alert_receiver_port,
+            certificate_pem=receiver_tls.certificate,
+            key_pem=receiver_tls.key,
+        )
+
+# Guide, Log Aggregation: the service's and nginx's JSON logs, from every host to the data host.
+if maintenance.log_collector and inventory.get_group("data", []):
+    log_sources = {"edge": [EDGE_NGINX_LOGS], "app": [SERVICE_LOGS, APP_NGINX_LOGS]}
+    if host.data.role == "data":
+        log_collector(port=maintenance.log_collector_port, days=settings.retention.log_days)
+    else:
+        log_forwarding(
+            sources=log_sources[host.data.role],
+            collector=inventory.get_group("data")[0].data.address,
+            port=maintenance.log_collector_port,
+        )

@@ -261,6 +261,115 @@ class Aws(Model):
         return self
 
 
+def _bridge_address(value: ipaddress.IPv4Interface) -> ipaddress.IPv4Interface:
+    if not value.network.is_private or value.ip == value.network.network_address:
+        raise ValueError("must be a host address in a private network, like 172.17.0.1/16")
+    if value.network.prefixlen > 28:
+        raise ValueError("needs a /28 or larger network (one address per container)")
+    return value
+
+
+class App(Model):
+    """The service container on each app host (``roles/docker``, ``roles/app``)."""
+
+    # Uvicorn worker processes (MCP_WORKERS); the guide's hosts have 2 cores.
+    workers: int = Field(2, ge=1, le=64)
+    # Docker --memory (swap equal: none); a leak ends in an OOM restart, not a swapping host.
+    memory: Size = "1g"
+    # Docker --pids-limit: a fork bomb or thread leak stops at this many tasks.
+    pids_limit: int = Field(256, ge=32, le=32768)
+    # Images of the service kept on each host for a rollback without a pull.
+    keep_images: int = Field(3, ge=1, le=50)
+    # How long a deploy waits for /health/mcp = 200 before it fails.
+    readiness_timeout_seconds: int = Field(120, ge=10, le=1800)
+    # docker stop's grace period; the service drains for 5 s less (MCP_SHUTDOWN_TIMEOUT_SECONDS).
+    stop_timeout_seconds: int = Field(30, ge=10, le=600)
+    # Docker's json-file log rotation (guide: Log Aggregation, max-size 10m, max-file 3).
+    log_max_size: Size = "10m"
+    log_max_files: int = Field(3, ge=1, le=100)
+    # docker0's address: containers see nginx's connections come from it (MCP_TRUSTED_PROXIES).
+    docker_bridge: Annotated[ipaddress.IPv4Interface, AfterValidator(_bridge_address)] = (
+        ipaddress.IPv4Interface("172.17.0.1/16")
+    )
+
+
+class DataPostgres(Model):
+    """PostgreSQL on a self-hosted data host (``roles/data``; RDS on AWS)."""
+
+    # Both app colors' pools (MCP_DB_POOL_SIZE 25 each) plus migrations and admin sessions.
+    max_connections: int = Field(100, ge=20, le=5000)
+    # PostgreSQL's own guidance: about a quarter of the host's memory.
+    shared_buffers_mb: int = Field(256, ge=16, le=262144)
+
+
+class DataRedis(Model):
+    """Redis on a self-hosted data host (``roles/data``; ElastiCache on AWS)."""
+
+    max_memory_mb: int = Field(256, ge=16, le=1048576)
+    # volatile-*: only keys with a TTL (cache entries, rate-limit windows) may be evicted,
+    # never the cache generation key (docs/hardening.md, Data role).
+    max_memory_policy: Literal["volatile-lru", "volatile-lfu", "noeviction"] = "volatile-lru"
+
+
+class Data(Model):
+    """The data host: PostgreSQL and Redis for the app hosts."""
+
+    postgres: DataPostgres = DataPostgres()
+    redis: DataRedis = DataRedis()
+
+
+# The service's latency histogram buckets (app_image/mcp_service/metrics.py): a slow-response
+# threshold can only be read from the metrics at one of these bounds.
+LATENCY_BUCKETS_SECONDS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Maintenance(Model):
+    """The maintenance timers and their alert thresholds (``roles/maintenance``)."""
+
+    # Guide, Weekly Tasks: check certificate expiration; alert this many days ahead.
+    certificate_warning_days: int = Field(21, ge=1, le=365)
+    # Guide, Daily Tasks: check disk space; alert above this use of any filesystem.
+    disk_alert_percent: int = Field(85, ge=1, le=99)
+    # Guide, Performance Monitoring: error rate above 5 % over a window.
+    error_rate_alert_percent: float = Field(5.0, gt=0, le=100)
+    # Guide, Performance Monitoring: any response slower than 5 s over a window.
+    slow_response_seconds: float = 5.0
+    performance_window_minutes: int = Field(5, ge=1, le=60)
+    # Self-hosted: copy each backup to this S3 bucket (boto3's credential chain on the host).
+    backup_bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")] | None = (
+        None
+    )
+    # The lab has no webhook service: run a receiver on the data host (docs/maintenance.md).
+    alert_receiver: bool = False
+    alert_receiver_port: Port = 9443
+    # Guide, Log Aggregation: every host's JSON logs to a collector on the data host.
+    log_collector: bool = False
+    log_collector_port: Port = 6514
+
+    def collector_ports(self) -> dict[int, str]:
+        """The data host's ports every edge and app host sends to: {port: what}."""
+        ports = {self.alert_receiver_port: "alerts"} if self.alert_receiver else {}
+        if self.log_collector:
+            ports[self.log_collector_port] = "logs"
+        return ports
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Maintenance:
+        both = self.alert_receiver and self.log_collector
+        if both and self.alert_receiver_port == self.log_collector_port:
+            raise ValueError("alertReceiverPort and logCollectorPort must differ")
+        return self
+
+    @field_validator("slow_response_seconds")
+    @classmethod
+    def _histogram_bound(cls, seconds: float) -> float:
+        if seconds not in LATENCY_BUCKETS_SECONDS:
+            raise ValueError(
+                f"must be a bound of the service's latency histogram: {LATENCY_BUCKETS_SECONDS}"
+            )
+        return seconds
+
+
 class Settings(Model):
     """Everything a deployment is, for one stack."""
 
@@ -285,6 +394,9 @@ class Settings(Model):
     journald_max_use: Size = "500M"
     lab: Lab = Lab()
     aws: Aws = Aws()
+    app: App = App()
+    data: Data = Data()
+    maintenance: Maintenance = Maintenance()
 
     @field_validator("aws")
     @classmethod

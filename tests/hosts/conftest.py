@@ -114,11 +114,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrize ``triple`` with the (source, target, port) cases of the module's policy.
+    """Parametrize ``app_name`` with every app host of the topology, and ``triple`` with
+    the (source, target, port) cases of the module's policy.
 
     ``test_allowed_*`` functions get the cases ``module.allowed(source_role, target_role,
     port)`` accepts, the other functions the cases it refuses.
     """
+    if "app_name" in metafunc.fixturenames:
+        apps = [n for n, h in metafunc.config.stash[TOPOLOGY].items() if h["role"] == "app"]
+        metafunc.parametrize("app_name", apps, scope="module")
     if "triple" not in metafunc.fixturenames:
         return
     topology = metafunc.config.stash[TOPOLOGY]

@@ -42,7 +42,7 @@ def deploy() -> list[dict]:
 @pytest.fixture(scope="module")
 def second_deploy() -> list[dict]:
     if not _lab_up():
-        pytest.skip("the lab is not up: run `mcpdeploy lab up`")
+        pytest.fail("the lab is not up: run `mcpdeploy lab up` (make test-lab does)")
     deploy()  # converge: the first deploy, or repair of any drift since the last one
     return deploy()
 

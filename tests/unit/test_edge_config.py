@@ -82,3 +82,11 @@ def test_app_hosts_are_verified_and_client_forwarding_is_replaced(tmp_path):
 def test_an_active_color_without_hosts_is_refused(tmp_path):
     with pytest.raises(ValueError, match="active color 'green' has no app hosts"):
         render(tmp_path, active_color="green", colors={"blue": ["10.0.0.1"], "green": []})
+
+
+def test_upstream_security_headers_are_replaced_not_doubled(tmp_path):
+    site = render(tmp_path)[SITE_CONF]
+    added = set(re.findall(r"add_header (\S+) ", site)) - {"X-MCP-Color"}
+    for location in re.findall(r"location [^{]+\{([^}]*)\}", site):
+        if "proxy_pass" in location:
+            assert set(re.findall(r"proxy_hide_header (\S+);", location)) == added
