@@ -94,17 +94,7 @@ class SecurityGroups(pulumi.ComponentResource):
         group_id: pulumi.Input[str] | None = None,
         **cidr: str,
     ) -> None:
-        aws.vpc.SecurityGroupIngressRule(
-            rule,
-            security_group_id=group.id,
-            ip_protocol="tcp",
-            from_port=port,
-            to_port=port,
-            referenced_security_group_id=group_id,
-            tags=self._tags,
-            opts=self._child,
-            **cidr,
-        )
+        self._rule(aws.vpc.SecurityGroupIngressRule, rule, group, port, group_id, **cidr)
 
     def _egress(
         self,
@@ -114,7 +104,19 @@ class SecurityGroups(pulumi.ComponentResource):
         group_id: pulumi.Input[str] | None = None,
         **cidr: str,
     ) -> None:
-        aws.vpc.SecurityGroupEgressRule(
+        self._rule(aws.vpc.SecurityGroupEgressRule, rule, group, port, group_id, **cidr)
+
+    def _rule(
+        self,
+        kind: type[aws.vpc.SecurityGroupIngressRule] | type[aws.vpc.SecurityGroupEgressRule],
+        rule: str,
+        group: aws.ec2.SecurityGroup,
+        port: int,
+        group_id: pulumi.Input[str] | None,
+        **cidr: str,
+    ) -> None:
+        """One TCP port, to or from another group (``group_id``) or a CIDR (``cidr_ipv4=``)."""
+        kind(
             rule,
             security_group_id=group.id,
             ip_protocol="tcp",

@@ -14,10 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra.api import deploy
 
-from roles.nginx import MOZILLA_INTERMEDIATE, TLS_DIR, site
+from roles.nginx import MOZILLA_INTERMEDIATE, TLS_DIR, site, template_env
 from roles.nginx import TEMPLATES as NGINX_TEMPLATES
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -47,14 +46,7 @@ def render_edge_config(
     """
     if not colors.get(active_color):
         raise ValueError(f"active color {active_color!r} has no app hosts in the inventory")
-    env = Environment(
-        loader=FileSystemLoader([TEMPLATES, NGINX_TEMPLATES]),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,  # noqa: S701 - nginx configuration, not HTML
-    )
+    env = template_env(TEMPLATES, NGINX_TEMPLATES)
     data = {
         "domain": domain,
         "active_color": active_color,

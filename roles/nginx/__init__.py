@@ -36,6 +36,18 @@ SITE_CONF = "/etc/nginx/sites-available/mcp"
 TLS_DIR = "/etc/nginx/tls"
 
 
+def template_env(*directories: Path) -> Environment:
+    """Jinja2 for nginx files: undefined names fail, blocks leave no blank lines."""
+    return Environment(
+        loader=FileSystemLoader(directories),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - nginx configuration, not HTML
+    )
+
+
 def render_config(
     *,
     domain: str,
@@ -53,14 +65,7 @@ def render_config(
     ``zones`` is the settings' ``nginxRateLimits`` (``mcp``/``api`` with ``rate_per_second``,
     ``burst``, ``size``); ``timeouts`` the settings' ``timeouts``.
     """
-    env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,  # noqa: S701 - nginx configuration, not HTML
-    )
+    env = template_env(TEMPLATES)
     data = {
         "domain": domain,
         "trusted_proxies": list(trusted_proxies),
