@@ -93,7 +93,14 @@ if host.data.role == "app":
         else None,
         credential_helper_registries=[registry] if host.data.credentials == "aws" else [],
     )
-    urls = service_urls(inventory.get_group("data")[0].data.address, credentials, CONTAINER_CA_FILE)
+    data_hosts = inventory.get_group("data", [])
+    if not data_hosts:
+        # The AWS inventory has RDS and ElastiCache instead; their URLs are not wired yet.
+        raise RuntimeError(
+            f"{host.name}: the app hosts need a data host in the inventory (group 'data'); "
+            "managed databases (RDS, ElastiCache) are not supported by deploy.py yet"
+        )
+    urls = service_urls(data_hosts[0].data.address, credentials, CONTAINER_CA_FILE)
     environment = service_environment(
         credentials=credentials,
         urls=urls,
