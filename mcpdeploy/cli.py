@@ -1,6 +1,6 @@
 """``mcpdeploy``: the thin CLI over Pulumi, pyinfra and testinfra.
 
-Configuration (``Pulumi.<stack>.yaml``) says what; these verbs say how. A user's
+Configuration (``Pulumi.STACK.yaml``) says what; these verbs say how. A user's
 mistake prints one clear line and a non-zero exit, never a traceback.
 """
 
@@ -17,7 +17,8 @@ from rich.console import Console
 
 from mcpdeploy.engine import EngineError, docker_client
 from mcpdeploy.lab import Lab, topology
-from mcpdeploy.settings import SettingsError, load_settings
+from mcpdeploy.settings import COLORS, SettingsError, load_settings
+from mcpdeploy.switch import AppHost, SwitchError, switch
 
 app = typer.Typer(
     help="Provision, deploy, verify and switch the MCP service. See README.md and docs/.",
@@ -40,7 +41,7 @@ err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
 StackOption = Annotated[
-    str, typer.Option("--stack", "-s", help="Stack name: reads Pulumi.<stack>.yaml.")
+    str, typer.Option("--stack", "-s", help="Stack name: reads Pulumi.STACK.yaml.")
 ]
 
 
@@ -63,7 +64,7 @@ def _lab() -> Lab:
 
 @config_app.command("check")
 def config_check(stack: StackOption) -> None:
-    """Validate Pulumi.<stack>.yaml without touching anything.
+    """Validate Pulumi.STACK.yaml without touching anything.
 
     Prints the effective settings (defaults filled in, secrets masked) and exits 0,
     or prints every invalid key with its value and what is allowed, and exits 2.
@@ -156,3 +157,34 @@ def lab_ssh(
     argv = ["ssh", "-F", str(lab.ssh_config), host, *ctx.args]
     sys.stdout.flush()
     os.execvp("ssh", argv)  # noqa: S606 - hands the terminal to ssh
+
+
+@app.command("switch")
+def switch_command(
+    to: Annotated[str, typer.Option("--to", help="The color to serve: blue or green.")],
+    stack: Annotated[str, typer.Option("--stack", "-s", help="Only the lab for now.")] = "lab",
+) -> None:
+    """Serve the other color: check it, set activeColor, redeploy the edge.
+
+    The new color's hosts must answer /health/mcp with 200 as the edge sees them; then
+    activeColor is set in Pulumi.STACK.yaml and the edge deployed (nginx -t, then a
+    reload that drops no connection). On any failure the file is restored and the active
+    color keeps serving. AWS stacks switch with `pulumi config set activeColor COLOR`
+    and `pulumi up`.
+    """
+    if stack != "lab":
+        raise _fail(
+            f"switch drives stacks with an edge host and this CLI knows the lab's only: for "
+            f"{stack}, set mcpdeploy:activeColor in Pulumi.{stack}.yaml and deploy the edge "
+            f"(pyinfra -y --limit edge hosts/{stack}.py deploy.py), or on AWS `pulumi up`",
+            2,
+        )
+    if to not in COLORS:
+        raise _fail(f"--to {to!r}: blue or green", 2)
+    lab = _lab()
+    hosts = [AppHost(h.name, h.color, h.address) for h in lab.topo.hosts if h.role == "app"]
+    edge_ssh = ["ssh", "-F", str(lab.ssh_config), "edge"]
+    try:
+        switch(stack, to, hosts, edge_ssh, "hosts/lab.py", progress=_progress)
+    except (SwitchError, SettingsError) as exc:
+        raise _fail(str(exc)) from None

@@ -1,13 +1,12 @@
-"""A blue-green switch in the lab is one settings edit and an edge deploy.
+"""`mcpdeploy switch`: traffic moves to a ready color and back; a color that is not ready
+is refused and the active one keeps serving.
 
-Edits ``activeColor`` in ``Pulumi.lab.yaml`` (restored afterwards, whatever happens),
-deploys the edge, and checks that traffic through https://127.0.0.1:8443 now comes from
-the other color, then switches back.
+Changes ``activeColor`` in ``Pulumi.lab.yaml`` through the CLI; the fixture restores the
+file and the edge whatever happens.
 """
 
 from __future__ import annotations
 
-import re
 import ssl
 import subprocess
 import sys
@@ -22,19 +21,11 @@ from mcpdeploy.settings import load_settings
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
 STACK_FILE = ROOT / "Pulumi.lab.yaml"
-PYINFRA = Path(sys.executable).with_name("pyinfra")
+BIN = Path(sys.executable).parent
 
 
-def deploy_edge() -> None:
-    result = subprocess.run(
-        [str(PYINFRA), "-y", "--limit", "edge", "hosts/lab.py", "deploy.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+def run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
 
 
 def served_color() -> tuple[str, int]:
@@ -46,21 +37,41 @@ def served_color() -> tuple[str, int]:
 
 
 @pytest.fixture
-def lab_stack_file():
+def colors():
+    """(active, idle) colors; the stack file and the edge are restored afterwards."""
     original = STACK_FILE.read_text()
-    yield original
-    STACK_FILE.write_text(original)
-    deploy_edge()
-
-
-def test_switching_active_color_moves_traffic_and_back(lab_stack_file):
     active = load_settings("lab").active_color
-    other = "green" if active == "blue" else "blue"
+    yield active, "green" if active == "blue" else "blue"
+    if STACK_FILE.read_text() != original:
+        STACK_FILE.write_text(original)
+        result = run(str(BIN / "pyinfra"), "-y", "--limit", "edge", "hosts/lab.py", "deploy.py")
+        assert result.returncode == 0, result.stdout[-2000:]
+
+
+def test_switch_moves_traffic_to_the_other_color_and_back(colors):
+    active, idle = colors
     assert served_color() == (active, 200)
-    switched = re.sub(
-        r"^(  mcpdeploy:activeColor:) \w+$", rf"\1 {other}", lab_stack_file, flags=re.M
-    )
-    assert switched != lab_stack_file
-    STACK_FILE.write_text(switched)
-    deploy_edge()
-    assert served_color() == (other, 200)
+    for color in (idle, active):
+        result = run(str(BIN / "mcpdeploy"), "switch", "--to", color)
+        assert result.returncode == 0, result.stderr
+        assert served_color() == (color, 200)
+        assert load_settings("lab").active_color == color
+
+
+def test_switch_to_a_color_that_is_not_ready_is_refused_and_changes_nothing(colors):
+    active, idle = colors
+    before = STACK_FILE.read_text()
+    idle_hosts = [f"app-{idle}"]
+    ssh = ["ssh", "-F", str(STATE_DIR / "ssh_config")]
+    for name in idle_hosts:
+        assert run(*ssh, name, "systemctl stop mcp-service").returncode == 0
+    try:
+        result = run(str(BIN / "mcpdeploy"), "switch", "--to", idle)
+    finally:
+        for name in idle_hosts:
+            run(*ssh, name, "systemctl start mcp-service")
+    assert result.returncode == 1
+    assert f"{idle} is not ready" in result.stderr and f"{active} keeps serving" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert STACK_FILE.read_text() == before
+    assert served_color() == (active, 200)

@@ -48,3 +48,14 @@ def test_lab_ssh_to_an_unknown_host_names_the_real_ones():
     result = runner.invoke(app, ["lab", "ssh", "app-purple"])
     assert result.exit_code == 2
     assert "app-blue" in result.stderr and "data" in result.stderr
+
+
+def test_switch_to_an_unknown_color_is_refused_before_anything_runs():
+    result = runner.invoke(app, ["switch", "--to", "purple"])
+    assert result.exit_code == 2 and "blue or green" in result.stderr
+
+
+def test_switch_on_a_stack_without_a_lab_edge_says_how_to_switch_it():
+    result = runner.invoke(app, ["switch", "--to", "green", "--stack", "prod"])
+    assert result.exit_code == 2
+    assert "pulumi up" in result.stderr and "Pulumi.prod.yaml" in result.stderr

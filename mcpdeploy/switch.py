@@ -1,0 +1,150 @@
+"""Blue-green switching for stacks with an edge host (the lab and self-hosted).
+
+A switch is the same edit everywhere: ``activeColor`` in ``Pulumi.<stack>.yaml``. Here it
+is guarded: the new color's hosts must answer ``/health/mcp`` with 200 as the edge sees
+them, the edited file must validate, and the edge deploy (``nginx -t`` then a reload that
+drops nothing) must succeed, or the file is put back and the active color stays as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from mcpdeploy.engine import Progress, no_progress
+from mcpdeploy.settings import COLORS, Settings, parse_settings, project_root, stack_file
+
+ACTIVE_LINE = re.compile(r"^(\s*mcpdeploy:activeColor:\s*)(\S+)(.*)$", re.MULTILINE)
+# Run on the edge: each URL's /health/mcp as the edge's nginx reaches it (its upstream CA).
+_PROBE = """
+import json, ssl, sys, urllib.request
+name, ca, urls = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+context = ssl.create_default_context(cafile=ca)
+context.check_hostname = False  # the app certificates name the domain; we dial addresses
+out = {}
+for url in urls:
+    request = urllib.request.Request(url, headers={"Host": name})
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=5) as response:
+            out[url] = response.status
+    except urllib.error.HTTPError as error:
+        out[url] = error.code
+    except OSError as error:
+        out[url] = str(error)
+print(json.dumps(out))
+"""
+
+
+class SwitchError(Exception):
+    """The switch did not happen; the message names why and what to look at."""
+
+
+@dataclass(frozen=True)
+class AppHost:
+    name: str
+    color: str
+    address: str
+
+
+def edited_stack(text: str, color: str) -> str:
+    """``text`` (a stack file) with ``activeColor`` set to ``color``, comments kept."""
+    if len(ACTIVE_LINE.findall(text)) != 1:
+        raise SwitchError("the stack file must set mcpdeploy:activeColor on exactly one line")
+    return ACTIVE_LINE.sub(lambda m: f"{m[1]}{color}{m[3]}", text)
+
+
+def health_from_edge(
+    ssh: list[str], domain: str, hosts: list[AppHost], ca: str = "/etc/nginx/tls/upstream-ca.crt"
+) -> dict[str, int | str]:
+    """``/health/mcp`` of each host as the edge reaches it: {host name: status or error}."""
+    urls = {f"https://{h.address}/health/mcp": h.name for h in hosts}
+    result = subprocess.run(
+        [*ssh, "python3", "-c", _quote(_PROBE), domain, ca, _quote(json.dumps(list(urls)))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SwitchError(f"cannot run the health probe on the edge: {result.stderr.strip()}")
+    return {urls[url]: status for url, status in json.loads(result.stdout).items()}
+
+
+def _quote(text: str) -> str:
+    # ssh joins its arguments into one remote shell command.
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def switch(
+    stack: str,
+    color: str,
+    hosts: list[AppHost],
+    edge_ssh: list[str],
+    inventory: str,
+    progress: Progress = no_progress,
+) -> Settings:
+    """Make ``color`` the active color of ``stack``; refuse and change nothing if unsafe."""
+    if color not in COLORS:
+        raise SwitchError(f"unknown color {color!r}: blue or green")
+    path = stack_file(stack)
+    original = path.read_text()
+    settings = parse_settings(yaml.safe_load(original), path.name)
+    if settings.active_color == color:
+        progress(f"{color} is already the active color of {stack}: nothing to do")
+        return settings
+    targets = [h for h in hosts if h.color == color]
+    if not targets:
+        raise SwitchError(f"{color} has no app hosts in {inventory}: nothing could serve")
+    progress(f"checking {color}'s hosts from the edge: " + ", ".join(h.name for h in targets))
+    health = health_from_edge(edge_ssh, settings.domain, targets)
+    failing = {name: status for name, status in health.items() if status != 200}
+    if failing:
+        detail = "; ".join(f"{name}: {status}" for name, status in failing.items())
+        raise SwitchError(
+            f"{color} is not ready ({detail}); {settings.active_color} keeps serving. "
+            f"Look at 'journalctl -u mcp-service' and 'docker logs mcp-service' on those hosts"
+        )
+    new_text = edited_stack(original, color)
+    parse_settings(yaml.safe_load(new_text), path.name)
+    _write_atomically(path, new_text)
+    progress(f"activeColor: {color} in {path.name}; deploying the edge")
+    deploy = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("pyinfra")),
+            "-y",
+            "--limit",
+            "edge",
+            inventory,
+            "deploy.py",
+        ],
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if deploy.returncode != 0:
+        _write_atomically(path, original)
+        tail = (deploy.stdout + deploy.stderr).strip().splitlines()[-5:]
+        raise SwitchError(
+            f"the edge deploy failed, {path.name} is restored and "
+            f"{settings.active_color} keeps serving: {' / '.join(tail)}"
+        )
+    progress(f"{color} is serving")
+    return parse_settings(yaml.safe_load(new_text), path.name)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(temp, path.stat().st_mode & 0o777)
+    os.replace(temp, path)
