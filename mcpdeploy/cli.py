@@ -16,9 +16,10 @@ from docker.errors import DockerException
 from rich.console import Console
 
 from mcpdeploy.engine import EngineError, docker_client
+from mcpdeploy.fleet import AppHost, FleetError, health_from_edge, running_image
 from mcpdeploy.lab import Lab, topology
 from mcpdeploy.settings import COLORS, SettingsError, load_settings
-from mcpdeploy.switch import AppHost, SwitchError, switch
+from mcpdeploy.switch import SwitchError, switch
 
 app = typer.Typer(
     help="Provision, deploy, verify and switch the MCP service. See README.md and docs/.",
@@ -183,8 +184,56 @@ def switch_command(
         raise _fail(f"--to {to!r}: blue or green", 2)
     lab = _lab()
     hosts = [AppHost(h.name, h.color, h.address) for h in lab.topo.hosts if h.role == "app"]
-    edge_ssh = ["ssh", "-F", str(lab.ssh_config), "edge"]
+    ssh = ["ssh", "-F", str(lab.ssh_config)]
     try:
-        switch(stack, to, hosts, edge_ssh, "hosts/lab.py", progress=_progress)
+        switch(stack, to, hosts, ssh, "hosts/lab.py", progress=_progress)
     except (SwitchError, SettingsError) as exc:
         raise _fail(str(exc)) from None
+
+
+@app.command("status")
+def status_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+    stack: Annotated[str, typer.Option("--stack", "-s", help="Only the lab for now.")] = "lab",
+) -> None:
+    """Active color, and per app host: its color, health and the image it runs.
+
+    Health is /health/mcp as the edge reaches each host. Exits 1 when a host of the
+    active color is not healthy.
+    """
+    if stack != "lab":
+        raise _fail(f"status knows the lab's hosts only; for {stack} use testinfra", 2)
+    lab = _lab()
+    settings = load_settings(stack)
+    hosts = [AppHost(h.name, h.color, h.address) for h in lab.topo.hosts if h.role == "app"]
+    ssh = ["ssh", "-F", str(lab.ssh_config)]
+    try:
+        health = health_from_edge(ssh, "edge", settings.domain, hosts)
+    except FleetError as exc:
+        raise _fail(f"{exc} (is the lab up and deployed? mcpdeploy lab status)") from None
+    doc = {
+        "stack": stack,
+        "active_color": settings.active_color,
+        "url": lab.topo.url,
+        "hosts": [
+            {
+                "name": h.name,
+                "color": h.color,
+                "address": h.address,
+                "health": health[h.name],
+                "image": running_image(ssh, h.name),
+            }
+            for h in hosts
+        ],
+    }
+    if as_json:
+        out.print_json(json.dumps(doc))
+    else:
+        out.print(f"{stack}: {settings.active_color} serves {doc['url']}")
+        for h in doc["hosts"]:
+            mark = "*" if h["color"] == settings.active_color else " "
+            line = f" {mark} {h['name']:<10} {h['color']:<6} {h['health']!s:<5} {h['image']}"
+            out.print(line, soft_wrap=True)
+    serving = [h for h in doc["hosts"] if h["color"] == settings.active_color]
+    if not serving or any(h["health"] != 200 for h in serving):
+        raise typer.Exit(1)

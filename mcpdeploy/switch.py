@@ -8,50 +8,24 @@ drops nothing) must succeed, or the file is put back and the active color stays 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from mcpdeploy.engine import Progress, no_progress
+from mcpdeploy.fleet import AppHost, FleetError, health_from_edge
 from mcpdeploy.settings import COLORS, Settings, parse_settings, project_root, stack_file
 
 ACTIVE_LINE = re.compile(r"^(\s*mcpdeploy:activeColor:\s*)(\S+)(.*)$", re.MULTILINE)
-# Run on the edge: each URL's /health/mcp as the edge's nginx reaches it (its upstream CA).
-_PROBE = """
-import json, ssl, sys, urllib.request
-name, ca, urls = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-context = ssl.create_default_context(cafile=ca)
-context.check_hostname = False  # the app certificates name the domain; we dial addresses
-out = {}
-for url in urls:
-    request = urllib.request.Request(url, headers={"Host": name})
-    try:
-        with urllib.request.urlopen(request, context=context, timeout=5) as response:
-            out[url] = response.status
-    except urllib.error.HTTPError as error:
-        out[url] = error.code
-    except OSError as error:
-        out[url] = str(error)
-print(json.dumps(out))
-"""
 
 
 class SwitchError(Exception):
     """The switch did not happen; the message names why and what to look at."""
-
-
-@dataclass(frozen=True)
-class AppHost:
-    name: str
-    color: str
-    address: str
 
 
 def edited_stack(text: str, color: str) -> str:
@@ -61,34 +35,13 @@ def edited_stack(text: str, color: str) -> str:
     return ACTIVE_LINE.sub(lambda m: f"{m[1]}{color}{m[3]}", text)
 
 
-def health_from_edge(
-    ssh: list[str], domain: str, hosts: list[AppHost], ca: str = "/etc/nginx/tls/upstream-ca.crt"
-) -> dict[str, int | str]:
-    """``/health/mcp`` of each host as the edge reaches it: {host name: status or error}."""
-    urls = {f"https://{h.address}/health/mcp": h.name for h in hosts}
-    result = subprocess.run(
-        [*ssh, "python3", "-c", _quote(_PROBE), domain, ca, _quote(json.dumps(list(urls)))],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise SwitchError(f"cannot run the health probe on the edge: {result.stderr.strip()}")
-    return {urls[url]: status for url, status in json.loads(result.stdout).items()}
-
-
-def _quote(text: str) -> str:
-    # ssh joins its arguments into one remote shell command.
-    return "'" + text.replace("'", "'\"'\"'") + "'"
-
-
 def switch(
     stack: str,
     color: str,
     hosts: list[AppHost],
-    edge_ssh: list[str],
+    ssh: list[str],
     inventory: str,
+    edge: str = "edge",
     progress: Progress = no_progress,
 ) -> Settings:
     """Make ``color`` the active color of ``stack``; refuse and change nothing if unsafe."""
@@ -104,7 +57,10 @@ def switch(
     if not targets:
         raise SwitchError(f"{color} has no app hosts in {inventory}: nothing could serve")
     progress(f"checking {color}'s hosts from the edge: " + ", ".join(h.name for h in targets))
-    health = health_from_edge(edge_ssh, settings.domain, targets)
+    try:
+        health = health_from_edge(ssh, edge, settings.domain, targets)
+    except FleetError as exc:
+        raise SwitchError(str(exc)) from None
     failing = {name: status for name, status in health.items() if status != 200}
     if failing:
         detail = "; ".join(f"{name}: {status}" for name, status in failing.items())

@@ -7,6 +7,7 @@ file and the edge whatever happens.
 
 from __future__ import annotations
 
+import json
 import ssl
 import subprocess
 import sys
@@ -21,6 +22,12 @@ from mcpdeploy.settings import load_settings
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
 STACK_FILE = ROOT / "Pulumi.lab.yaml"
+# Remote shell: wait (bounded) until the service answers its readiness check again.
+READY = (
+    "for i in $(seq 60); do python3 -c 'import urllib.request; "
+    'urllib.request.urlopen("http://127.0.0.1:3000/health/mcp", timeout=2)\' && exit 0; '
+    "sleep 1; done; exit 1"
+)
 BIN = Path(sys.executable).parent
 
 
@@ -70,8 +77,38 @@ def test_switch_to_a_color_that_is_not_ready_is_refused_and_changes_nothing(colo
     finally:
         for name in idle_hosts:
             run(*ssh, name, "systemctl start mcp-service")
+            run(*ssh, name, READY)
     assert result.returncode == 1
     assert f"{idle} is not ready" in result.stderr and f"{active} keeps serving" in result.stderr
     assert "Traceback" not in result.stderr
     assert STACK_FILE.read_text() == before
     assert served_color() == (active, 200)
+
+
+def status() -> tuple[int, dict]:
+    result = run(str(BIN / "mcpdeploy"), "status", "--json")
+    return result.returncode, json.loads(result.stdout) if result.stdout else {}
+
+
+def test_status_reports_each_hosts_health_and_pinned_image():
+    code, doc = status()
+    assert code == 0, doc
+    assert doc["active_color"] == load_settings("lab").active_color
+    assert {h["color"] for h in doc["hosts"]} == {"blue", "green"}
+    for entry in doc["hosts"]:
+        assert entry["health"] == 200, entry
+        assert "@sha256:" in entry["image"], entry
+
+
+def test_status_fails_while_the_active_color_is_down(colors):
+    active, _ = colors
+    ssh = ["ssh", "-F", str(STATE_DIR / "ssh_config"), f"app-{active}"]
+    assert run(*ssh, "systemctl stop mcp-service").returncode == 0
+    try:
+        code, doc = status()
+    finally:
+        run(*ssh, "systemctl start mcp-service")
+        run(*ssh, READY)
+    assert code == 1
+    down = next(h for h in doc["hosts"] if h["color"] == active)
+    assert down["health"] != 200 and down["image"] is None
