@@ -128,6 +128,8 @@ def build_groups(
         data: dict[str, Any] = {
             "ssh_hostname": ssh_target(host, settings),
             "ssh_user": SSH_USER,
+            # The AMI's login user is not root: every operation runs through sudo.
+            "_sudo": True,
             "ssh_config_file": str(config_file),
             "role": host.role,
             "color": host.color,

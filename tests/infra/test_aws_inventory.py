@@ -86,6 +86,8 @@ def test_groups_follow_the_lab_inventory_contract(tmp_path):
         "app", "blue", "10.40.128.10", "prod",
     )  # fmt: skip
     assert data["ssh_hostname"] == "i-0b1"  # SSM sessions target the instance id
+    assert data["ssh_user"] == "admin" and data["_sudo"] is True  # the AMI user, via sudo
+    assert data["credentials"] == "aws"
     assert data["deploy_authorized_keys"] == [PROD_LIKE["mcpdeploy:aws"]["sshPublicKey"]]
 
 
