@@ -53,26 +53,28 @@ def install_validated(
 
 
 @operation()
-def put_private(content: str, dest: str) -> Iterator[str | FileUploadCommand]:
-    """``content`` in ``dest``, owned by root, mode 0600, never shown.
+def put_private(
+    content: str, dest: str, user: str = "root", group: str = "root", mode: str = "600"
+) -> Iterator[str | FileUploadCommand]:
+    """``content`` in ``dest``, owned by ``user``:``group`` with ``mode``, never shown.
 
     Unlike ``files.put`` this never prints a diff (``--diff``) and never puts the content
-    on a command line. The upload lands beside ``dest`` (keep its directory root-only),
-    then replaces it in one rename.
+    on a command line. The upload lands beside ``dest`` (keep its directory private),
+    created empty with the final owner and mode first, then replaces ``dest`` in one rename.
     """
     wanted = hashlib.sha256(content.encode()).hexdigest()
     current = host.get_fact(Sha256File, path=dest)
     info = host.get_fact(File, path=dest) or {}
-    owned = info.get("user") == "root" and info.get("group") == "root" and info.get("mode") == 600
+    owned = (info.get("user"), info.get("group"), info.get("mode")) == (user, group, int(mode))
     if current == wanted and owned:
         host.noop(f"{dest} is up to date")
         return
-    q_dest = shlex.quote(dest)
+    q_dest, owner = shlex.quote(dest), shlex.quote(f"{user}:{group}")
     if current != wanted:
         temp = posixpath.join(posixpath.dirname(dest), f".{posixpath.basename(dest)}.new")
         q_temp = shlex.quote(temp)
-        yield f"install -o root -g root -m 600 /dev/null {q_temp}"
+        yield f"install -o {shlex.quote(user)} -g {shlex.quote(group)} -m {mode} /dev/null {q_temp}"
         yield FileUploadCommand(io.BytesIO(content.encode()), temp, remote_temp_filename=temp)
-        yield f"chown root:root {q_temp} && chmod 600 {q_temp} && mv {q_temp} {q_dest}"
+        yield f"chown {owner} {q_temp} && chmod {mode} {q_temp} && mv {q_temp} {q_dest}"
     else:
-        yield f"chown root:root {q_dest} && chmod 600 {q_dest}"
+        yield f"chown {owner} {q_dest} && chmod {mode} {q_dest}"

@@ -19,7 +19,7 @@ from pyinfra.operations import apt, files, postgres, systemd
 from pyinfra.operations.util import any_changed
 
 from mcpdeploy.credentials import HostTls
-from roles.base.operations import install_validated
+from roles.base.operations import install_validated, put_private
 from roles.data.scram import scram_verifier, scram_verifies
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -247,13 +247,12 @@ def postgresql(
         mode="644",
     )
     # PostgreSQL refuses a key others can read.
-    key = files.put(
-        name="Install the data host's private key for PostgreSQL (postgres only)",
-        src=StringIO(tls.key),
+    key = put_private(
+        name="Install the data host's private key for PostgreSQL (postgres only, never shown)",
+        content=tls.key,
         dest=f"{TLS_DIR}/server.key",
         user="postgres",
         group="postgres",
-        mode="600",
     )
 
     # Settings PostgreSQL applies on reload and those it applies only at a restart live in

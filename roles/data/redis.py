@@ -20,7 +20,7 @@ from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from mcpdeploy.credentials import HostTls
-from roles.base.operations import install_validated
+from roles.base.operations import install_validated, put_private
 
 TEMPLATES = Path(__file__).parent / "templates"
 PORT = 6379
@@ -97,14 +97,22 @@ def redis(
             dest=f"{TLS_DIR}/{filename}",
             user="root",
             group="redis",
-            mode=mode,
+            mode="644",
         )
-        for what, content, filename, mode in (
-            ("certificate", tls.certificate, "server.crt", "644"),
-            ("private key (root and redis only)", tls.key, "server.key", "640"),
-            ("CA certificate", tls.ca, "ca.crt", "644"),
+        for what, content, filename in (
+            ("certificate", tls.certificate, "server.crt"),
+            ("CA certificate", tls.ca, "ca.crt"),
         )
     ]
+    tls_files.append(
+        put_private(
+            name="Install the data host's private key for Redis (root and redis only, never shown)",
+            content=tls.key,
+            dest=f"{TLS_DIR}/server.key",
+            group="redis",
+            mode="640",
+        )
+    )
 
     if not host.get_fact(File, path=ADMIN_PASSWORD):
         server.shell(

@@ -24,6 +24,8 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files, server, systemd
 
+from roles.base.operations import put_private
+
 TEMPLATES = Path(__file__).parent / "templates"
 SCRIPTS = Path(__file__).parent / "scripts"
 UNIT_DIR = "/etc/systemd/system"
@@ -297,13 +299,12 @@ def _changed(operations: Sequence[OperationMeta]) -> Callable[[], bool]:
 
 
 def _secret(path: str, value: str, what: str) -> OperationMeta:
-    return files.put(
+    return put_private(
         name=f"Store {what} for the jobs' group only (content never shown)",
-        src=io.StringIO(value),
+        content=value,
         dest=path,
-        user="root",
         group=SECRETS_GROUP,
-        mode="0640",
+        mode="640",
     )
 
 
