@@ -17,6 +17,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from mcpdeploy.engine import docker_client
 from mcpdeploy.lab import Lab, LabError, topology
 from mcpdeploy.lab.topology import LABEL
 from mcpdeploy.settings import load_settings
@@ -39,7 +40,7 @@ def status() -> tuple[int, dict]:
 
 @pytest.fixture(scope="module")
 def client() -> docker.DockerClient:
-    return docker.from_env()
+    return docker_client()
 
 
 @pytest.fixture(scope="module")
