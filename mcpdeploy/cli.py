@@ -16,7 +16,7 @@ from docker.errors import DockerException
 from rich.console import Console
 
 from mcpdeploy.engine import EngineError, docker_client
-from mcpdeploy.fleet import AppHost, FleetError, health_from_edge, running_image
+from mcpdeploy.fleet import FleetError, health_from_edge, lab_fleet, running_image
 from mcpdeploy.lab import Lab, topology
 from mcpdeploy.settings import COLORS, SettingsError, load_settings
 from mcpdeploy.switch import SwitchError, switch
@@ -182,11 +182,9 @@ def switch_command(
         )
     if to not in COLORS:
         raise _fail(f"--to {to!r}: blue or green", 2)
-    lab = _lab()
-    hosts = [AppHost(h.name, h.color, h.address) for h in lab.topo.hosts if h.role == "app"]
-    ssh = ["ssh", "-F", str(lab.ssh_config)]
+    fleet = lab_fleet()
     try:
-        switch(stack, to, hosts, ssh, "hosts/lab.py", progress=_progress)
+        switch(stack, to, fleet.app_hosts(), list(fleet.ssh), fleet.inventory, progress=_progress)
     except (SwitchError, SettingsError) as exc:
         raise _fail(str(exc)) from None
 
@@ -205,8 +203,9 @@ def status_command(
         raise _fail(f"status knows the lab's hosts only; for {stack} use testinfra", 2)
     lab = _lab()
     settings = load_settings(stack)
-    hosts = [AppHost(h.name, h.color, h.address) for h in lab.topo.hosts if h.role == "app"]
-    ssh = ["ssh", "-F", str(lab.ssh_config)]
+    fleet = lab_fleet()
+    hosts = fleet.app_hosts()
+    ssh = list(fleet.ssh)
     try:
         health = health_from_edge(ssh, "edge", settings.domain, hosts)
     except FleetError as exc:

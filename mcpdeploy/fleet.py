@@ -1,10 +1,19 @@
-"""What the app hosts are doing right now, asked over SSH (the lab and self-hosted)."""
+"""The stack's hosts as the operator reaches them over SSH (the lab and self-hosted), and
+what they are doing right now.
+
+:class:`Fleet` is the one place commands reach hosts: ``release``, ``switch``, ``status``
+and ``ops`` all go through :meth:`Fleet.run`.
+"""
 
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from dataclasses import dataclass
+
+from mcpdeploy.lab import Lab, topology
+from mcpdeploy.settings import load_settings
 
 
 class FleetError(Exception):
@@ -36,6 +45,73 @@ class AppHost:
     name: str
     color: str
     address: str
+
+
+@dataclass(frozen=True)
+class FleetHost:
+    """One host: its inventory name, role (edge, app, data), color (app hosts) and address."""
+
+    name: str
+    role: str
+    color: str | None
+    address: str
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """A stack's hosts and the ssh command that reaches them (``ssh -F <config>``)."""
+
+    stack: str
+    ssh: tuple[str, ...]
+    hosts: tuple[FleetHost, ...]
+    inventory: str
+
+    def role(self, role: str) -> list[FleetHost]:
+        """The hosts of ``role``, in inventory order."""
+        return [h for h in self.hosts if h.role == role]
+
+    def app_hosts(self, color: str | None = None) -> list[AppHost]:
+        """The app hosts, of ``color`` only when given."""
+        return [
+            AppHost(h.name, h.color or "", h.address)
+            for h in self.role("app")
+            if color is None or h.color == color
+        ]
+
+    def run(
+        self, host: str, command: str | list[str], timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``command`` (a shell string, or argv that is quoted here) on ``host``.
+
+        With ``check`` a non-zero exit raises :class:`FleetError` naming the host, the
+        command and the last lines it printed.
+        """
+        remote = command if isinstance(command, str) else shlex.join(command)
+        try:
+            result = subprocess.run(
+                [*self.ssh, host, remote],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise FleetError(f"{host}: {remote!r} did not finish within {timeout:.0f} s") from None
+        if check and result.returncode != 0:
+            tail = " / ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+            raise FleetError(f"{host}: {remote!r} failed ({result.returncode}): {tail}")
+        return result
+
+
+def lab_fleet() -> Fleet:
+    """The lab's hosts (``Pulumi.lab.yaml``), reached with the lab's ssh config."""
+    lab = Lab(topology(load_settings("lab")))
+    return Fleet(
+        stack="lab",
+        ssh=("ssh", "-F", str(lab.ssh_config)),
+        hosts=tuple(FleetHost(h.name, h.role, h.color, h.address) for h in lab.topo.hosts),
+        inventory="hosts/lab.py",
+    )
 
 
 def health_from_edge(
