@@ -16,6 +16,7 @@ from mcpdeploy.credentials import DATABASE, host_tls, stack_ca, stack_credential
 from mcpdeploy.images import release_image
 from mcpdeploy.lab.topology import REGISTRY_NAME, REGISTRY_PORT
 from mcpdeploy.settings import COLORS, load_settings
+from mcpdeploy.switch import other_color
 from roles.app import CONTAINER as APP_CONTAINER
 from roles.app import CONTAINER_CA_FILE, app, service_environment
 from roles.app import PORT as APP_PORT
@@ -75,7 +76,10 @@ files.directory(name="Wait until the data hosts are deployed", path="/etc/mcpdep
 
 # App hosts: Docker, the service, nginx.
 if host.data.role == "app":
-    image = release_image(settings.image)
+    # Each color runs its own release (blueImage/greenImage, written by mcpdeploy release);
+    # the other color's image stays on the host too: a rollback never lacks it.
+    image = release_image(settings.image_for(host.data.color))
+    rollback_image = release_image(settings.image_for(other_color(host.data.color)))
     registry = image.split("/", 1)[0]
     app_tls = host_tls(
         host.data.stack,
@@ -121,6 +125,7 @@ if host.data.role == "app":
         readiness_timeout_seconds=settings.app.readiness_timeout_seconds,
         keep_images=settings.app.keep_images,
         ca_pem=app_tls.ca,
+        rollback_image=rollback_image,
     )
     nginx(
         certificate_pem=app_tls.certificate,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Annotated
 
 import typer
@@ -18,6 +19,8 @@ from rich.console import Console
 from mcpdeploy.engine import EngineError, docker_client
 from mcpdeploy.fleet import FleetError, health_from_edge, lab_fleet, running_image
 from mcpdeploy.lab import Lab, topology
+from mcpdeploy.release import ReleaseError, release, rollback, rolling_deploy
+from mcpdeploy.releaselog import LockError, ReleaseStore
 from mcpdeploy.settings import COLORS, SettingsError, load_settings
 from mcpdeploy.switch import SwitchError, switch
 
@@ -184,9 +187,135 @@ def switch_command(
         raise _fail(f"--to {to!r}: blue or green", 2)
     fleet = lab_fleet()
     try:
-        switch(stack, to, fleet.app_hosts(), list(fleet.ssh), fleet.inventory, progress=_progress)
-    except (SwitchError, SettingsError) as exc:
+        switch(fleet, to, progress=_progress)
+    except (SwitchError, SettingsError, FleetError) as exc:
         raise _fail(str(exc)) from None
+
+
+def _lab_only(stack: str, verb: str) -> None:
+    if stack != "lab":
+        raise _fail(
+            f"{verb} drives stacks with an edge host and this CLI knows the lab's inventory "
+            f"only; for AWS stacks see docs/releases.md",
+            2,
+        )
+
+
+BreakLockOption = Annotated[
+    bool,
+    typer.Option(
+        "--break-lock",
+        help="Remove a stale lock (holder gone, or older than release.lockTimeoutMinutes) "
+        "first; recorded in the release log. A lock held by a live process here stays.",
+    ),
+]
+
+
+@app.command("release")
+def release_command(
+    image: Annotated[
+        str,
+        typer.Option(
+            "--image",
+            help="Image reference to release (tag or @sha256 digest). In the lab registry "
+            "without a tag: built from app_image/ sources.",
+        ),
+    ],
+    stack: Annotated[str, typer.Option("--stack", "-s", help="Only the lab for now.")] = "lab",
+    break_lock: BreakLockOption = False,
+) -> None:
+    """Release IMAGE to the idle color, gate it, switch to it, watch it, or switch back.
+
+    Steps, each shown as it runs: take the stack's release lock; pin IMAGE by digest as
+    the idle color's image (blueImage/greenImage); deploy the idle hosts one at a time
+    (pull, migrate, restart, readiness); gates from the edge on each idle host (readiness,
+    MCP handshake, tools/list with the API key) and testinfra on the idle hosts; switch
+    the edge; report the old color's drained streams; watch the new color's error rate and
+    p99 at the edge for release.watchSeconds and switch back on a breach; write the audit
+    record (mcpdeploy status shows the last ones); give the lock back, Ctrl-C included.
+
+    Any failure before the switch leaves the active color serving and the stack file as
+    it was. Exit 0: released and kept; 1: failed or rolled back (the message says which
+    step, host and what to look at). Commit Pulumi.STACK.yaml afterwards.
+    """
+    _lab_only(stack, "release")
+    try:
+        report = release(lab_fleet(), image, break_lock=break_lock, progress=_progress)
+    except (ReleaseError, LockError, SettingsError, FleetError) as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise _fail(
+            "interrupted: the lock is released; mcpdeploy status shows what serves", 130
+        ) from None
+    if report.outcome != "kept":
+        raise _fail(
+            f"rolled back: {report.error}; {report.from_color} serves again, {report.to_color} "
+            f"keeps {report.image} for inspection"
+        )
+
+
+@app.command("rollback")
+def rollback_command(
+    stack: Annotated[str, typer.Option("--stack", "-s", help="Only the lab for now.")] = "lab",
+    break_lock: BreakLockOption = False,
+) -> None:
+    """Serve the previous color again, with the image it still runs.
+
+    Takes the release lock, checks that the idle color's hosts run the image the stack
+    file records for them and answer /health/mcp, then switches the edge to it and records
+    the rollback in the release log. Refused (nothing changes) when the previous release
+    is not there any more.
+    """
+    _lab_only(stack, "rollback")
+    try:
+        rollback(lab_fleet(), break_lock=break_lock, progress=_progress)
+    except (ReleaseError, LockError, SettingsError, FleetError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command("deploy")
+def deploy_command(
+    color: Annotated[str, typer.Option("--color", help="The color to update: blue or green.")],
+    rolling: Annotated[
+        bool,
+        typer.Option(
+            "--rolling",
+            help="One host at a time, each gated on readiness (the only mode: a color is "
+            "never taken down at once).",
+        ),
+    ] = True,
+    stack: Annotated[str, typer.Option("--stack", "-s", help="Only the lab for now.")] = "lab",
+) -> None:
+    """Rolling deploy of one color's hosts with the image the stack file gives that color.
+
+    The guide's alternative to blue-green: each host is deployed (pull, migrate, restart)
+    and must answer /health/mcp before the next one starts; the first failure stops the
+    rollout, naming the host. Holds the release lock while it runs.
+    """
+    _lab_only(stack, "deploy")
+    if color not in COLORS:
+        raise _fail(f"--color {color!r}: blue or green", 2)
+    if not rolling:
+        raise _fail("only rolling deploys are supported: drop --no-rolling", 2)
+    fleet = lab_fleet()
+    try:
+        settings = load_settings(stack)
+        store = ReleaseStore(fleet)
+        holder = store.acquire(f"deploy {color}", settings.release.lock_timeout_minutes)
+        try:
+            hosts = rolling_deploy(fleet, color, progress=_progress)
+        finally:
+            store.release(holder)
+    except (ReleaseError, LockError, SettingsError, FleetError) as exc:
+        raise _fail(str(exc)) from None
+    _progress(f"{color}: {', '.join(hosts)} deployed and ready")
+
+
+def _release_line(record: dict) -> dict:
+    """A release-log record as status shows it."""
+    keys = ("kind", "outcome", "from_color", "to_color", "user", "image", "duration", "error")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record.get("started") or record["time"]))
+    return {"when": when, **{key: record.get(key) for key in keys}}
 
 
 @app.command("status")
@@ -194,10 +323,12 @@ def status_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
     stack: Annotated[str, typer.Option("--stack", "-s", help="Only the lab for now.")] = "lab",
 ) -> None:
-    """Active color, and per app host: its color, health and the image it runs.
+    """Active color, each color's image, per app host its health and running image, the
+    release lock's holder and the last releases.
 
-    Health is /health/mcp as the edge reaches each host. Exits 1 when a host of the
-    active color is not healthy.
+    Health is /health/mcp as the edge reaches each host; the images are what the stack
+    file gives each color and what each host's container runs; the releases come from the
+    release log on the edge. Exits 1 when a host of the active color is not healthy.
     """
     if stack != "lab":
         raise _fail(f"status knows the lab's hosts only; for {stack} use testinfra", 2)
@@ -210,10 +341,15 @@ def status_command(
         health = health_from_edge(ssh, "edge", settings.domain, hosts)
     except FleetError as exc:
         raise _fail(f"{exc} (is the lab up and deployed? mcpdeploy lab status)") from None
+    store = ReleaseStore(fleet)
+    holder = store.holder()
     doc = {
         "stack": stack,
         "active_color": settings.active_color,
         "url": lab.topo.url,
+        "images": {color: settings.image_for(color) for color in COLORS},
+        "lock": holder.describe() if holder else None,
+        "releases": [_release_line(r) for r in store.last(5)],
         "hosts": [
             {
                 "name": h.name,
@@ -233,6 +369,15 @@ def status_command(
             mark = "*" if h["color"] == settings.active_color else " "
             line = f" {mark} {h['name']:<10} {h['color']:<6} {h['health']!s:<5} {h['image']}"
             out.print(line, soft_wrap=True)
+        if holder:
+            out.print(f"locked by {doc['lock']}", soft_wrap=True)
+        out.print("last releases:" if doc["releases"] else "no releases recorded yet")
+        for r in doc["releases"]:
+            out.print(
+                f"  {r['when']} {r['kind']:<10} {r['outcome']:<12} {r['from_color']}→"
+                f"{r['to_color']} by {r['user']} ({r['duration']} s) {r['image'] or ''}",
+                soft_wrap=True,
+            )
     serving = [h for h in doc["hosts"] if h["color"] == settings.active_color]
     if not serving or any(h["health"] != 200 for h in serving):
         raise typer.Exit(1)

@@ -65,6 +65,8 @@ class Fleet:
     ssh: tuple[str, ...]
     hosts: tuple[FleetHost, ...]
     inventory: str
+    # Where the stack's secrets come from (mcpdeploy.credentials: "file" or "aws").
+    credentials: str = "file"
 
     def role(self, role: str) -> list[FleetHost]:
         """The hosts of ``role``, in inventory order."""
@@ -79,17 +81,25 @@ class Fleet:
         ]
 
     def run(
-        self, host: str, command: str | list[str], timeout: float = 120, check: bool = True
+        self,
+        host: str,
+        command: str | list[str],
+        timeout: float = 120,
+        check: bool = True,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``command`` (a shell string, or argv that is quoted here) on ``host``.
 
-        With ``check`` a non-zero exit raises :class:`FleetError` naming the host, the
-        command and the last lines it printed.
+        ``stdin`` is sent to the command's standard input: the way to pass a secret, which
+        must never be on a command line. With ``check`` a non-zero exit raises
+        :class:`FleetError` naming the host, the command and the last lines it printed.
         """
         remote = command if isinstance(command, str) else shlex.join(command)
         try:
             result = subprocess.run(
                 [*self.ssh, host, remote],
+                input=stdin,
+                stdin=None if stdin is not None else subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
                 timeout=timeout,

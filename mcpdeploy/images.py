@@ -201,7 +201,8 @@ def release_image(reference: str, progress: Progress = no_progress) -> str:
     Outside the lab registry ``reference`` is returned as it is (ECR, a user's registry:
     built and pushed by their pipeline). In the lab registry
     (``registry.mcp.lab.test:5000/<repository>[:<tag>]``; without a tag the tag is
-    :func:`app_source_tag`) the image is built and pushed first if the registry lacks it;
+    :func:`app_source_tag`) the image is built and pushed first if the registry lacks it
+    (any other tag must already be there: it is never built under a name it did not ask for);
     a tag the registry has is never rebuilt or pushed again (a no-op), so every host of a
     pyinfra run, and every later run, gets the same bytes. Returns
     ``registry.mcp.lab.test:5000/<repository>@sha256:...``, which hosts pull and the
@@ -214,8 +215,14 @@ def release_image(reference: str, progress: Progress = no_progress) -> str:
     if registry != lab_registry or "@" in rest:
         return reference
     repository, _, tag = rest.partition(":")
-    tag = tag or app_source_tag()
+    source_tag = app_source_tag()
+    tag = tag or source_tag
     digest = _lab_manifest_digest(repository, tag)
+    if digest is None and tag != source_tag:
+        raise ImageError(
+            f"the lab registry has no {repository}:{tag}: push it to 127.0.0.1:{REGISTRY_PORT}/"
+            f"{repository}:{tag} first, or give no tag to build app_image/'s sources"
+        )
     if digest is None:
         built = build_app_image(f"{repository}:{tag}", progress)
         # The operator's Docker trusts a registry on 127.0.0.1 without extra configuration.

@@ -293,6 +293,26 @@ class App(Model):
     )
 
 
+ImageRef = Annotated[
+    str, Field(pattern=r"^[a-z0-9][a-z0-9._:/-]*(:[\w.-]{1,128})?(@sha256:[0-9a-f]{64})?$")
+]
+
+
+class Release(Model):
+    """How ``mcpdeploy release`` judges and guards a release (docs/releases.md)."""
+
+    # After the switch: how long the new color is watched before the release is kept.
+    watch_seconds: int = Field(60, ge=0, le=3600)
+    # Watch thresholds, over the requests the edge served from the new color in the window.
+    max_error_percent: float = Field(1.0, ge=0, le=100)
+    max_p99_seconds: float = Field(2.0, gt=0, le=300)
+    # Long-lived streams on the old color get this long to finish after a switch; the edge's
+    # old nginx workers close what is left (worker_shutdown_timeout).
+    drain_timeout_seconds: int = Field(30, ge=1, le=3600)
+    # A release lock older than this is stale: its holder is reported and it can be broken.
+    lock_timeout_minutes: int = Field(60, ge=5, le=1440)
+
+
 class DataPostgres(Model):
     """PostgreSQL on a self-hosted data host (``roles/data``; RDS on AWS)."""
 
@@ -378,9 +398,10 @@ class Settings(Model):
         Field(max_length=253, pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"),
     ]
     active_color: Color
-    image: Annotated[
-        str, Field(pattern=r"^[a-z0-9][a-z0-9._:/-]*(:[\w.-]{1,128})?(@sha256:[0-9a-f]{64})?$")
-    ]
+    image: ImageRef
+    # What each color runs, written by `mcpdeploy release`; a color without one runs `image`.
+    blue_image: ImageRef | None = None
+    green_image: ImageRef | None = None
     app_hosts_per_color: int = Field(1, ge=1, le=20)
     admin_cidrs: list[AdminCidr] = Field(min_length=1)
     deploy_user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "deploy"
@@ -397,6 +418,13 @@ class Settings(Model):
     app: App = App()
     data: Data = Data()
     maintenance: Maintenance = Maintenance()
+    release: Release = Release()
+
+    def image_for(self, color: str) -> str:
+        """The image ``color``'s hosts run: its release, or the stack's ``image``."""
+        if color not in COLORS:
+            raise ValueError(f"unknown color {color!r}")
+        return getattr(self, f"{color}_image") or self.image
 
     @field_validator("aws")
     @classmethod

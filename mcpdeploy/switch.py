@@ -8,99 +8,108 @@ drops nothing) must succeed, or the file is put back and the active color stays 
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-import yaml
-
 from mcpdeploy.engine import Progress, no_progress
-from mcpdeploy.fleet import AppHost, FleetError, health_from_edge
-from mcpdeploy.settings import COLORS, Settings, parse_settings, project_root, stack_file
-
-ACTIVE_LINE = re.compile(r"^(\s*mcpdeploy:activeColor:\s*)(\S+)(.*)$", re.MULTILINE)
+from mcpdeploy.fleet import Fleet, FleetError, health_from_edge
+from mcpdeploy.settings import COLORS, Settings, project_root, stack_file
+from mcpdeploy.stackfile import StackFileError, edited, validated, write_atomically
 
 
 class SwitchError(Exception):
     """The switch did not happen; the message names why and what to look at."""
 
 
-def edited_stack(text: str, color: str) -> str:
-    """``text`` (a stack file) with ``activeColor`` set to ``color``, comments kept."""
-    if len(ACTIVE_LINE.findall(text)) != 1:
-        raise SwitchError("the stack file must set mcpdeploy:activeColor on exactly one line")
-    return ACTIVE_LINE.sub(lambda m: f"{m[1]}{color}{m[3]}", text)
+def other_color(color: str) -> str:
+    """The idle color when ``color`` serves."""
+    return COLORS[1 - COLORS.index(color)]  # type: ignore[arg-type]
 
 
-def switch(
-    stack: str,
-    color: str,
-    hosts: list[AppHost],
-    ssh: list[str],
-    inventory: str,
-    edge: str = "edge",
-    progress: Progress = no_progress,
-) -> Settings:
-    """Make ``color`` the active color of ``stack``; refuse and change nothing if unsafe."""
-    if color not in COLORS:
-        raise SwitchError(f"unknown color {color!r}: blue or green")
-    path = stack_file(stack)
-    original = path.read_text()
-    settings = parse_settings(yaml.safe_load(original), path.name)
-    if settings.active_color == color:
-        progress(f"{color} is already the active color of {stack}: nothing to do")
-        return settings
-    targets = [h for h in hosts if h.color == color]
+def pyinfra(fleet: Fleet, limit: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """``pyinfra -y --limit LIMIT <inventory> deploy.py`` from the project root."""
+    return subprocess.run(
+        [
+            str(Path(sys.executable).with_name("pyinfra")),
+            "-y",
+            "--limit",
+            limit,
+            fleet.inventory,
+            "deploy.py",
+        ],
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def tail(result: subprocess.CompletedProcess[str], lines: int = 5) -> str:
+    """The last lines a command printed, on one line."""
+    return " / ".join((result.stdout + result.stderr).strip().splitlines()[-lines:])
+
+
+def ready_failures(fleet: Fleet, domain: str, color: str) -> dict[str, int | str]:
+    """{host: status or error} for ``color``'s hosts that do not answer /health/mcp with 200."""
+    targets = fleet.app_hosts(color)
     if not targets:
-        raise SwitchError(f"{color} has no app hosts in {inventory}: nothing could serve")
-    progress(f"checking {color}'s hosts from the edge: " + ", ".join(h.name for h in targets))
+        raise SwitchError(f"{color} has no app hosts in {fleet.inventory}: nothing could serve")
+    edge = fleet.role("edge")[0].name
     try:
-        health = health_from_edge(ssh, edge, settings.domain, targets)
+        health = health_from_edge(list(fleet.ssh), edge, domain, targets)
     except FleetError as exc:
         raise SwitchError(str(exc)) from None
-    failing = {name: status for name, status in health.items() if status != 200}
+    return {name: status for name, status in health.items() if status != 200}
+
+
+def apply_edge(fleet: Fleet, path: Path, original: str, new_text: str) -> Settings:
+    """Write ``new_text`` to ``path`` and deploy the edge; restore ``original`` on failure."""
+    try:
+        settings = validated(new_text, path.name)
+    except StackFileError as exc:
+        raise SwitchError(str(exc)) from None
+    write_atomically(path, new_text)
+    edges = ",".join(h.name for h in fleet.role("edge"))
+    try:
+        deploy = pyinfra(fleet, edges)
+    except BaseException:
+        write_atomically(path, original)
+        raise
+    if deploy.returncode != 0:
+        write_atomically(path, original)
+        before = validated(original, path.name).active_color
+        raise SwitchError(
+            f"the edge deploy failed, {path.name} is restored and {before} keeps serving: "
+            f"{tail(deploy)}"
+        )
+    return settings
+
+
+def switch(fleet: Fleet, color: str, progress: Progress = no_progress) -> Settings:
+    """Make ``color`` the active color of ``fleet.stack``; refuse and change nothing if unsafe."""
+    if color not in COLORS:
+        raise SwitchError(f"unknown color {color!r}: blue or green")
+    path = stack_file(fleet.stack)
+    original = path.read_text()
+    settings = validated(original, path.name)
+    if settings.active_color == color:
+        progress(f"{color} is already the active color of {fleet.stack}: nothing to do")
+        return settings
+    progress(f"checking {color}'s hosts from the edge")
+    failing = ready_failures(fleet, settings.domain, color)
     if failing:
         detail = "; ".join(f"{name}: {status}" for name, status in failing.items())
         raise SwitchError(
             f"{color} is not ready ({detail}); {settings.active_color} keeps serving. "
             f"Look at 'journalctl -u mcp-service' and 'docker logs mcp-service' on those hosts"
         )
-    new_text = edited_stack(original, color)
-    parse_settings(yaml.safe_load(new_text), path.name)
-    _write_atomically(path, new_text)
+    try:
+        new_text = edited(original, {"activeColor": color})
+    except StackFileError as exc:
+        raise SwitchError(str(exc)) from None
     progress(f"activeColor: {color} in {path.name}; deploying the edge")
-    deploy = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("pyinfra")),
-            "-y",
-            "--limit",
-            "edge",
-            inventory,
-            "deploy.py",
-        ],
-        cwd=project_root(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if deploy.returncode != 0:
-        _write_atomically(path, original)
-        tail = (deploy.stdout + deploy.stderr).strip().splitlines()[-5:]
-        raise SwitchError(
-            f"the edge deploy failed, {path.name} is restored and "
-            f"{settings.active_color} keeps serving: {' / '.join(tail)}"
-        )
+    new = apply_edge(fleet, path, original, new_text)
     progress(f"{color} is serving")
-    return parse_settings(yaml.safe_load(new_text), path.name)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.chmod(temp, path.stat().st_mode & 0o777)
-    os.replace(temp, path)
+    return new

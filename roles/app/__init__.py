@@ -145,6 +145,7 @@ def app(
     readiness_timeout_seconds: int,
     keep_images: int,
     ca_pem: str | None = None,
+    rollback_image: str | None = None,
 ) -> None:
     """``image`` running from :data:`UNIT`, ready on ``readiness_path`` before this returns.
 
@@ -152,6 +153,8 @@ def app(
     + migrate_environment: the same with the schema owner's ``DATABASE_URL``; ``migrate``
       runs once per image with it (None: no database yet, no migration)
     + readiness_path: ``/health/mcp`` (needs PostgreSQL and Redis) or ``/health``
+    + rollback_image: the other color's image, pulled and never pruned here, so a rollback
+      or a re-deploy of the previous release never waits for (or lacks) its image
     + ca_pem: the CA of the data host's certificates, mounted read-only at
       :data:`CONTAINER_CA_FILE` (None: the image's own trust store, e.g. RDS on AWS)
     """
@@ -184,6 +187,10 @@ def app(
     )
     ca_mount = f"--volume {CA_FILE}:{CONTAINER_CA_FILE}:ro " if ca_pem is not None else ""
     docker.image(name=f"Pull {image}", image=image, present=True)
+    if rollback_image and rollback_image != image:
+        docker.image(
+            name=f"Keep the rollback image {rollback_image}", image=rollback_image, present=True
+        )
 
     if migrate_environment is not None:
         put_private(
@@ -261,5 +268,5 @@ def app(
             name=f"Keep the {keep_images} newest images of {repository}, remove older ones",
             repository=repository,
             keep=keep_images,
-            current=image,
+            pinned=[image, *([rollback_image] if rollback_image else [])],
         )

@@ -93,17 +93,22 @@ def wait_ready_command(
     return f"python3 -c {shlex.quote(_WAIT)} " + " ".join(shlex.quote(a) for a in arguments)
 
 
+def _is(reference: str, repository: str, image: dict[str, str]) -> bool:
+    digest = reference.partition("@")[2]
+    if digest:
+        return image["digest"] == digest
+    return reference == f"{repository}:{image['tag']}"
+
+
 @operation()
-def prune_images(repository: str, keep: int, current: str) -> Iterator[str]:
-    """Remove images of ``repository`` beyond the ``keep`` newest; ``current`` always stays."""
+def prune_images(repository: str, keep: int, pinned: list[str]) -> Iterator[str]:
+    """Remove images of ``repository`` beyond the ``keep`` newest; ``pinned`` ones always stay
+    (the image the host runs and the rollback target), whatever ``keep`` says."""
     images = host.get_fact(ServiceImages, repository=repository)
-    reference = current.split("@", 1)
     kept: list[str] = []
     for image in images:
-        is_current = (len(reference) == 2 and image["digest"] == reference[1]) or (
-            current == f"{repository}:{image['tag']}"
-        )
-        if (is_current or len(kept) < keep) and image["id"] not in kept:
+        is_pinned = any(_is(reference, repository, image) for reference in pinned)
+        if (is_pinned or len(kept) < keep) and image["id"] not in kept:
             kept.append(image["id"])
     doomed = sorted({image["id"] for image in images} - set(kept))
     if not doomed:

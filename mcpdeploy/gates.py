@@ -1,0 +1,288 @@
+"""The checks a color must pass before it gets traffic, and the watch after it does.
+
+Gates run on the edge host, against each host of the idle color directly (the edge's
+upstream CA, the service's domain as Host), so they prove what the edge will see before
+a single client does: readiness (``/health/mcp`` 200 and ``ok``), the MCP handshake, and
+``tools/list`` with the stack's API key (sent on stdin, never on a command line). The
+testinfra suite limited to the idle hosts is the last gate. The watch reads the edge's
+own access log for the new color's responses after a switch, with a light probe of its
+own so a quiet service still gives a verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mcpdeploy.fleet import Fleet, FleetHost
+from mcpdeploy.settings import project_root
+
+EDGE_CA = "/etc/nginx/tls/upstream-ca.crt"
+EDGE_ACCESS_LOG = "/var/log/nginx/edge.access.log"
+
+_GATES = r"""
+import json, ssl, sys, time, urllib.error, urllib.request
+args = json.load(sys.stdin)
+context = ssl.create_default_context(cafile=args["ca"])
+context.check_hostname = False  # app certificates name the domain; we dial addresses
+
+def call(url, body=None, key=None):
+    headers = {"Host": args["domain"], "Accept": "application/json, text/event-stream"}
+    if key:
+        headers["Authorization"] = "Bearer " + key
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+        body = json.dumps(body).encode()
+    request = urllib.request.Request(url, data=body, headers=headers)
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=15) as response:
+            status, text = response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read().decode(errors="replace")
+    except OSError as error:
+        status, text = None, str(error)
+    return status, text, round(time.monotonic() - started, 3)
+
+def document(text):
+    # Streamable HTTP answers JSON, or one SSE event whose data is the JSON.
+    for line in text.splitlines():
+        if line.startswith("data:"):
+            return json.loads(line[5:])
+    return json.loads(text)
+
+results = []
+for address in args["addresses"]:
+    base = "https://" + address
+    status, text, seconds = call(base + "/health/mcp")
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = {}
+    ok = status == 200 and body.get("status") == "ok"
+    results.append({"gate": "readiness", "address": address, "ok": ok, "seconds": seconds,
+                    "detail": f"/health/mcp {status}: {text[:200]}"})
+    status, text, seconds = call(base + "/api/v1/mcp/session/handshake", {}, args["key"])
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = {}
+    ok = status == 200 and body.get("status") == "ok" and bool(body.get("protocol_version"))
+    results.append({"gate": "handshake", "address": address, "ok": ok, "seconds": seconds,
+                    "detail": f"handshake {status}: {text[:200]}"})
+    request = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    status, text, seconds = call(base + "/api/v1/mcp/", request, args["key"])
+    try:
+        tools = [t["name"] for t in document(text)["result"]["tools"]]
+    except (ValueError, KeyError, TypeError):
+        tools = []
+    results.append({"gate": "tools/list", "address": address, "ok": status == 200 and bool(tools),
+                    "seconds": seconds,
+                    "detail": f"tools/list {status}: " + (", ".join(tools) or text[:200])})
+print(json.dumps(results))
+"""
+
+_WATCH = r"""
+import json, ssl, sys, time, urllib.error, urllib.request
+args = json.load(sys.stdin)
+log, addresses = args["log"], [a + ":" for a in args["addresses"]]
+with open(log, "rb") as f:
+    f.seek(0, 2)
+    offset = f.tell()
+context = ssl.create_default_context()
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE  # the edge itself, on loopback
+durations, errors, statuses = [], 0, {}
+started = time.monotonic()
+verdict, reason = "pass", ""
+
+def probe():
+    request = urllib.request.Request("https://127.0.0.1/health/mcp",
+                                     headers={"Host": args["domain"]})
+    try:
+        urllib.request.urlopen(request, context=context, timeout=5).read()
+    except (urllib.error.HTTPError, OSError):
+        pass
+
+def read_new():
+    global offset, errors
+    with open(log, "rb") as f:
+        f.seek(offset)
+        chunk = f.read()
+    complete = chunk.rfind(b"\n") + 1
+    offset += complete
+    for line in chunk[:complete].splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        upstream = str(entry.get("upstream", ""))
+        if not any(upstream.startswith(a) or (", " + a) in upstream for a in addresses):
+            continue
+        status = int(entry.get("status", 0))
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+        durations.append(float(entry.get("duration", 0)))
+        if status >= 500:
+            errors += 1
+
+def judge(final):
+    total = len(durations)
+    percent = 100.0 * errors / total if total else 0.0
+    p99 = sorted(durations)[max(0, int(0.99 * total) - 1)] if total else 0.0
+    if total >= args["min_requests"] or final:
+        if percent > args["max_error_percent"]:
+            return "fail", f"{errors} of {total} responses failed ({percent:.1f} %)", percent, p99
+        if total >= args["min_requests"] and p99 > args["max_p99_seconds"]:
+            return "fail", f"p99 {p99:.3f} s above {args['max_p99_seconds']} s", percent, p99
+    return "pass", "", percent, p99
+
+while time.monotonic() - started < args["seconds"]:
+    probe()
+    read_new()
+    verdict, reason, percent, p99 = judge(False)
+    if verdict == "fail":
+        break
+    time.sleep(0.5)
+read_new()
+if verdict == "pass":
+    verdict, reason, percent, p99 = judge(True)
+print(json.dumps({"verdict": verdict, "reason": reason, "requests": len(durations),
+                  "errors": errors, "error_percent": round(percent, 2), "p99_seconds": p99,
+                  "statuses": statuses, "seconds": round(time.monotonic() - started, 1)}))
+"""
+
+_DRAIN = r"""
+import json, subprocess, sys, time
+args = json.load(sys.stdin)
+
+def count():
+    out = subprocess.run(["ss", "-Htn", "state", "established"], capture_output=True,
+                         text=True).stdout
+    peers = [line.split()[-1] for line in out.splitlines() if line.split()]
+    return sum(1 for p in peers if p.rsplit(":", 1)[0] in args["addresses"]
+               and p.rsplit(":", 1)[1] == "443")
+
+at_switch = count()
+deadline = time.monotonic() + args["seconds"]
+left = at_switch
+while left and time.monotonic() < deadline:
+    time.sleep(0.5)
+    left = count()
+print(json.dumps({"open_at_switch": at_switch, "left_at_deadline": left}))
+"""
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One gate on one host."""
+
+    gate: str
+    host: str
+    ok: bool
+    seconds: float
+    detail: str
+
+
+def _edge(fleet: Fleet) -> FleetHost:
+    return fleet.role("edge")[0]
+
+
+def service_gates(fleet: Fleet, hosts: list[FleetHost], domain: str, key: str) -> list[GateResult]:
+    """Readiness, handshake and tools/list on each of ``hosts``, from the edge."""
+    names = {h.address: h.name for h in hosts}
+    request = {"ca": EDGE_CA, "domain": domain, "key": key, "addresses": list(names)}
+    result = fleet.run(
+        _edge(fleet).name, ["python3", "-c", _GATES], stdin=json.dumps(request), timeout=180
+    )
+    return [
+        GateResult(r["gate"], names[r["address"]], r["ok"], r["seconds"], r["detail"])
+        for r in json.loads(result.stdout)
+    ]
+
+
+def testinfra_gate(fleet: Fleet, hosts: list[FleetHost], ssh_config: str) -> GateResult:
+    """The testinfra suite (tests/hosts) limited to ``hosts``."""
+    status = {
+        "ssh_config": ssh_config,
+        "hosts": [
+            {"name": h.name, "role": h.role, "color": h.color, "address": h.address}
+            for h in fleet.hosts
+        ],
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as out:
+        json.dump(status, out)
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "tests/hosts",
+                f"--hosts={','.join('ssh://' + h.name for h in hosts)}",
+                f"--ssh-config={ssh_config}",
+                f"--lab-status={out.name}",
+                f"--stack={fleet.stack}",
+            ],
+            cwd=project_root(),
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+    finally:
+        Path(out.name).unlink()
+    lines = result.stdout.strip().splitlines()
+    failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
+    summary = lines[-1] if lines else result.stderr.strip()[-300:]
+    detail = summary + ("; " + "; ".join(failed[:5]) if failed else "")
+    return GateResult(
+        "testinfra", ",".join(h.name for h in hosts), result.returncode == 0, 0.0, detail
+    )
+
+
+def watch(
+    fleet: Fleet,
+    hosts: list[FleetHost],
+    domain: str,
+    seconds: int,
+    max_error_percent: float,
+    max_p99_seconds: float,
+) -> dict[str, Any]:
+    """Judge ``hosts`` by the edge's access log for ``seconds``; stops early on a failure."""
+    request = {
+        "log": EDGE_ACCESS_LOG,
+        "addresses": [h.address for h in hosts],
+        "domain": domain,
+        "seconds": seconds,
+        "max_error_percent": max_error_percent,
+        "max_p99_seconds": max_p99_seconds,
+        "min_requests": 20,
+    }
+    result = fleet.run(
+        _edge(fleet).name,
+        ["python3", "-c", _WATCH],
+        stdin=json.dumps(request),
+        timeout=seconds + 120,
+    )
+    return json.loads(result.stdout)
+
+
+def drain(fleet: Fleet, hosts: list[FleetHost], seconds: int) -> dict[str, int]:
+    """Connections from the edge to ``hosts`` (the old color) at a switch, and how many are
+    still open after ``seconds`` (the edge's old workers close those)."""
+    request = {"addresses": [h.address for h in hosts], "seconds": seconds}
+    result = fleet.run(
+        _edge(fleet).name,
+        ["python3", "-c", _DRAIN],
+        stdin=json.dumps(request),
+        timeout=seconds + 60,
+    )
+    return json.loads(result.stdout)

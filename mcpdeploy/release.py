@@ -1,0 +1,297 @@
+"""``mcpdeploy release``, ``rollback`` and the rolling deploy of one color (docs/releases.md).
+
+A release never touches the active color until the idle one has proved itself:
+
+1. lock the stack (:mod:`mcpdeploy.releaselog`);
+2. resolve the image to a digest and record it as the idle color's image
+   (``blueImage``/``greenImage`` in ``Pulumi.<stack>.yaml``);
+3. deploy the idle color's hosts one at a time (the app role pulls, migrates, restarts
+   and waits for readiness on each);
+4. gates, from the edge, on each idle host: readiness, MCP handshake, ``tools/list``
+   with the API key; then the testinfra suite limited to the idle hosts;
+5. switch the edge to the idle color (``activeColor``; ``nginx -t`` then a graceful
+   reload), and report how the old color's open streams drained;
+6. watch the new color's responses at the edge for ``release.watchSeconds``: error rate
+   and p99 against ``release.maxErrorPercent`` / ``release.maxP99Seconds``; on a breach,
+   switch back automatically;
+7. write the audit record and give the lock back (Ctrl-C included).
+
+A failure before step 5 restores the stack file and leaves the active color serving.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mcpdeploy.credentials import stack_credentials
+from mcpdeploy.engine import Progress, no_progress
+from mcpdeploy.fleet import Fleet, FleetError, running_image
+from mcpdeploy.gates import GateResult, drain, service_gates, testinfra_gate, watch
+from mcpdeploy.images import ImageError, release_image
+from mcpdeploy.releaselog import Holder, LockError, ReleaseStore, operator
+from mcpdeploy.settings import Settings, stack_file
+from mcpdeploy.stackfile import StackFileError, edited, validated, write_atomically
+from mcpdeploy.switch import SwitchError, apply_edge, other_color, pyinfra, ready_failures, tail
+
+
+class ReleaseError(Exception):
+    """The release stopped; the message names the step, the host and what to look at."""
+
+
+@dataclass
+class Report:
+    """What happened, as the audit record keeps it."""
+
+    kind: str
+    stack: str
+    image: str | None = None
+    from_color: str | None = None
+    to_color: str | None = None
+    previous_image: str | None = None
+    user: str = field(default_factory=operator)
+    host: str = field(default_factory=socket.gethostname)
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    outcome: str = "running"
+    failed_step: str | None = None
+    error: str | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    drain: dict[str, int] | None = None
+    watch: dict[str, Any] | None = None
+
+    def step(self, name: str, started: float, **details: Any) -> None:
+        self.steps.append({"step": name, "seconds": round(time.time() - started, 1), **details})
+
+    def as_record(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["duration"] = round((self.finished or time.time()) - self.started, 1)
+        return record
+
+
+def rolling_deploy(fleet: Fleet, color: str, progress: Progress = no_progress) -> list[str]:
+    """Deploy ``color``'s hosts one at a time; stop at the first that fails.
+
+    Each host's deploy ends with the app role's readiness wait, so the next host starts
+    only once this one serves. Returns the hosts deployed.
+    """
+    hosts = [h for h in fleet.role("app") if h.color == color]
+    if not hosts:
+        raise ReleaseError(f"{color} has no app hosts in {fleet.inventory}")
+    done = []
+    for index, target in enumerate(hosts, 1):
+        progress(f"deploying {target.name} ({index}/{len(hosts)} of {color})")
+        result = pyinfra(fleet, target.name)
+        if result.returncode != 0:
+            raise ReleaseError(
+                f"the deploy of {target.name} failed ({tail(result)}); "
+                + (f"{', '.join(done)} already run the new image; " if done else "")
+                + f"look at 'journalctl -u mcp-service' on {target.name}"
+            )
+        done.append(target.name)
+    return done
+
+
+def run_gates(
+    fleet: Fleet, settings: Settings, color: str, report: Report, progress: Progress
+) -> None:
+    """Every gate for ``color``'s hosts; raise naming the first failing gate and host."""
+    hosts = [h for h in fleet.role("app") if h.color == color]
+    key = stack_credentials(fleet.stack, fleet.credentials).api_key
+    progress(f"gates on {color}: readiness, MCP handshake, tools/list (from the edge)")
+    results: list[GateResult] = service_gates(fleet, hosts, settings.domain, key)
+    progress(f"gate testinfra: tests/hosts on {', '.join(h.name for h in hosts)}")
+    results.append(testinfra_gate(fleet, hosts, fleet.ssh[-1]))
+    report.gates = [asdict(r) for r in results]
+    for result in results:
+        progress(f"  {'pass' if result.ok else 'FAIL'} {result.gate:<10} {result.host}")
+    failed = next((r for r in results if not r.ok), None)
+    if failed:
+        raise ReleaseError(
+            f"gate {failed.gate} failed on {failed.host}: {failed.detail}; "
+            f"look at 'journalctl -u mcp-service' and 'docker logs mcp-service' there"
+        )
+
+
+def release(
+    fleet: Fleet,
+    image: str,
+    *,
+    break_lock: bool = False,
+    resolve: Callable[[str, Progress], str] = release_image,
+    progress: Progress = no_progress,
+) -> Report:
+    """Release ``image`` to the idle color and switch to it (module docstring)."""
+    path = stack_file(fleet.stack)
+    original = path.read_text()
+    settings = validated(original, path.name)
+    active, idle = settings.active_color, other_color(settings.active_color)
+    report = Report(kind="release", stack=fleet.stack, from_color=active, to_color=idle)
+    report.previous_image = settings.image_for(active)
+    store = ReleaseStore(fleet)
+    holder: Holder = store.acquire(
+        f"release to {idle}", settings.release.lock_timeout_minutes, break_lock
+    )
+    switched = False
+    try:
+        progress(f"{fleet.stack}: {active} serves; releasing to {idle} (lock taken)")
+        started = time.time()
+        try:
+            report.image = resolve(image, progress)
+        except ImageError as exc:
+            raise ReleaseError(f"image {image}: {exc}") from None
+        report.step("resolve image", started, image=report.image)
+        new_text = edited(original, {f"{idle}Image": report.image})
+        write_atomically(path, new_text)
+        progress(f"{idle}Image: {report.image}")
+
+        started = time.time()
+        deployed = rolling_deploy(fleet, idle, progress)
+        report.step("deploy", started, hosts=deployed)
+
+        started = time.time()
+        run_gates(fleet, settings, idle, report, progress)
+        report.step("gates", started)
+
+        started = time.time()
+        progress(f"switching the edge to {idle}")
+        switched_text = edited(new_text, {"activeColor": idle})
+        apply_edge(fleet, path, new_text, switched_text)
+        switched = True
+        report.step("switch", started)
+        old_hosts = [h for h in fleet.role("app") if h.color == active]
+        report.drain = drain(fleet, old_hosts, settings.release.drain_timeout_seconds)
+        progress(
+            f"{idle} serves; {active} had {report.drain['open_at_switch']} connection(s) open: "
+            f"{report.drain['open_at_switch'] - report.drain['left_at_deadline']} drained, "
+            f"{report.drain['left_at_deadline']} left to the edge's "
+            f"{settings.release.drain_timeout_seconds} s shutdown timeout"
+        )
+
+        started = time.time()
+        new_hosts = [h for h in fleet.role("app") if h.color == idle]
+        rules = settings.release
+        progress(
+            f"watching {idle} for {rules.watch_seconds} s (errors ≤ {rules.max_error_percent} %, "
+            f"p99 ≤ {rules.max_p99_seconds} s)"
+        )
+        report.watch = watch(
+            fleet,
+            new_hosts,
+            settings.domain,
+            rules.watch_seconds,
+            rules.max_error_percent,
+            rules.max_p99_seconds,
+        )
+        report.step("watch", started)
+        if report.watch["verdict"] != "pass":
+            progress(f"watch failed: {report.watch['reason']}; switching back to {active}")
+            started = time.time()
+            apply_edge(fleet, path, switched_text, edited(switched_text, {"activeColor": active}))
+            report.step("switch back", started)
+            report.outcome = "rolled-back"
+            report.failed_step = "watch"
+            report.error = report.watch["reason"]
+            progress(f"{active} serves again; {idle} keeps {report.image} for inspection")
+        else:
+            report.outcome = "kept"
+            progress(f"released: {idle} serves {report.image}")
+    except (ReleaseError, SwitchError, FleetError, StackFileError, LockError) as exc:
+        report.outcome = "failed"
+        report.failed_step = report.failed_step or _next_step(report)
+        report.error = str(exc)
+        if not switched:
+            write_atomically(path, original)
+        raise ReleaseError(_failure_message(report, active, switched)) from None
+    except KeyboardInterrupt:
+        report.outcome = "interrupted"
+        report.failed_step = _next_step(report)
+        if not switched:
+            write_atomically(path, original)
+        raise
+    finally:
+        report.finished = time.time()
+        try:
+            store.record(report.as_record())
+        finally:
+            store.release(holder)
+    return report
+
+
+_STEPS = ("resolve image", "deploy", "gates", "switch", "watch")
+
+
+def _next_step(report: Report) -> str:
+    done = {s["step"] for s in report.steps}
+    return next((s for s in _STEPS if s not in done), "record")
+
+
+def _failure_message(report: Report, active: str, switched: bool) -> str:
+    if switched:
+        return f"{report.failed_step}: {report.error} (the switch happened: check mcpdeploy status)"
+    return (
+        f"{report.failed_step}: {report.error}. No switch: {active} keeps serving and the "
+        f"stack file is unchanged."
+    )
+
+
+def rollback(fleet: Fleet, *, break_lock: bool = False, progress: Progress = no_progress) -> Report:
+    """Serve the idle color again: the previous release, still running its image.
+
+    Refused when the idle hosts do not run the image the stack file records for them
+    (a failed release left another one there) or do not answer ``/health/mcp``.
+    """
+    path = stack_file(fleet.stack)
+    original = path.read_text()
+    settings = validated(original, path.name)
+    active, target = settings.active_color, other_color(settings.active_color)
+    report = Report(
+        kind="rollback",
+        stack=fleet.stack,
+        from_color=active,
+        to_color=target,
+        image=settings.image_for(target),
+        previous_image=settings.image_for(active),
+    )
+    store = ReleaseStore(fleet)
+    holder = store.acquire(
+        f"rollback to {target}", settings.release.lock_timeout_minutes, break_lock
+    )
+    try:
+        started = time.time()
+        expected = settings.image_for(target)
+        for host in (h for h in fleet.role("app") if h.color == target):
+            running = running_image(list(fleet.ssh), host.name)
+            if running != expected and "@" in expected:
+                raise ReleaseError(
+                    f"{host.name} runs {running}, not {expected} as {path.name} records: the "
+                    f"previous release is not there to roll back to; release it again instead"
+                )
+        failing = ready_failures(fleet, settings.domain, target)
+        if failing:
+            detail = "; ".join(f"{name}: {status}" for name, status in failing.items())
+            raise ReleaseError(f"{target} is not ready ({detail}); {active} keeps serving")
+        report.step("check", started)
+        started = time.time()
+        progress(f"switching the edge back to {target} ({expected})")
+        apply_edge(fleet, path, original, edited(original, {"activeColor": target}))
+        report.step("switch", started)
+        old_hosts = [h for h in fleet.role("app") if h.color == active]
+        report.drain = drain(fleet, old_hosts, settings.release.drain_timeout_seconds)
+        report.outcome = "kept"
+        progress(f"rolled back: {target} serves {expected}")
+    except (ReleaseError, SwitchError, FleetError, StackFileError) as exc:
+        report.outcome = "failed"
+        report.error = str(exc)
+        raise ReleaseError(f"rollback refused: {exc}") from None
+    finally:
+        report.finished = time.time()
+        try:
+            store.record(report.as_record())
+        finally:
+            store.release(holder)
+    return report

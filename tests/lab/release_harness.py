@@ -1,0 +1,106 @@
+"""What the release tests share: the CLI, the served color, a restored lab."""
+
+from __future__ import annotations
+
+import io
+import json
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+
+from mcpdeploy.engine import docker_client
+from mcpdeploy.images import app_source_tag, release_image
+from mcpdeploy.lab import STATE_DIR
+from mcpdeploy.lab.topology import REGISTRY_NAME, REGISTRY_PORT
+from mcpdeploy.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK_FILE = ROOT / "Pulumi.lab.yaml"
+BIN = Path(sys.executable).parent
+SSH = ["ssh", "-F", str(STATE_DIR / "ssh_config")]
+REPOSITORY = "mcpdeploy/app"
+# Remote shell: wait (bounded) until the service answers its readiness check again.
+READY = (
+    "for i in $(seq 90); do python3 -c 'import urllib.request; "
+    'urllib.request.urlopen("http://127.0.0.1:3000/health/mcp", timeout=2)\' && exit 0; '
+    "sleep 1; done; exit 1"
+)
+
+
+def run(*argv: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def mcpdeploy(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+    return run(str(BIN / "mcpdeploy"), *args, timeout=timeout)
+
+
+def served() -> tuple[str, int]:
+    """(X-MCP-Color, status) of /health/mcp through the edge."""
+    settings = load_settings("lab")
+    context = ssl.create_default_context(cafile=str(STATE_DIR / "ca.crt"))
+    with httpx2.Client(verify=context, timeout=10) as client:
+        response = client.get(f"https://127.0.0.1:{settings.lab.https_port}/health/mcp")
+    return response.headers.get("x-mcp-color", "?"), response.status_code
+
+
+def status() -> dict:
+    result = mcpdeploy("status", "--json")
+    return json.loads(result.stdout)
+
+
+def restore(original: str) -> None:
+    """Put Pulumi.lab.yaml back and converge the app hosts and the edge to it."""
+    if STACK_FILE.read_text() != original:
+        STACK_FILE.write_text(original)
+    run(*SSH, "edge", "rm -f /var/lib/mcpdeploy/releases/lock.json")
+    for host in ("app-blue", "app-green"):
+        run(*SSH, host, "systemctl start mcp-service")
+    result = run(str(BIN / "pyinfra"), "-y", "hosts/lab.py", "deploy.py")
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+def current_image() -> str:
+    """The digest-pinned image of the lab's sources (built and pushed when missing)."""
+    return release_image(load_settings("lab").image)
+
+
+def variant_image(tag: str, dockerfile_tail: str) -> str:
+    """The current image with ``dockerfile_tail`` on top, in the lab registry as ``tag``."""
+    current_image()
+    client = docker_client()
+    source = f"127.0.0.1:{REGISTRY_PORT}/{REPOSITORY}:{app_source_tag()}"
+    client.images.pull(source)
+    dockerfile = f"FROM {source}\n{dockerfile_tail}\n"
+    image, _ = client.images.build(fileobj=io.BytesIO(dockerfile.encode()), rm=True, pull=False)
+    image.tag(f"127.0.0.1:{REGISTRY_PORT}/{REPOSITORY}", tag)
+    for line in client.images.push(
+        f"127.0.0.1:{REGISTRY_PORT}/{REPOSITORY}", tag, stream=True, decode=True
+    ):
+        assert "error" not in line, line
+    return f"{REGISTRY_NAME}:{REGISTRY_PORT}/{REPOSITORY}:{tag}"
+
+
+def wait_for(condition, timeout: float, interval: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def restored_lab() -> Iterator[str]:
+    """Fixture body: yields the stack file's text; restores file, hosts and edge after."""
+    original = STACK_FILE.read_text()
+    assert load_settings("lab").active_color == "blue"
+    yield original
+    restore(original)
+    assert served() == ("blue", 200)

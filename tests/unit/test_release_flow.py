@@ -1,0 +1,163 @@
+"""The release's orchestration, with the hosts replaced: what it does on each outcome.
+
+The lab suite (tests/lab/test_release.py) runs the real thing; these pin the decisions:
+a failed gate never switches and restores the stack file, a failed watch switches back,
+Ctrl-C and errors always give the lock back, and every outcome is recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from mcpdeploy import release as release_module
+from mcpdeploy.fleet import Fleet, FleetHost
+from mcpdeploy.release import ReleaseError, release, rollback
+from mcpdeploy.releaselog import Holder, staleness
+
+STACK = """config:
+  mcpdeploy:domain: mcp.lab.test
+  mcpdeploy:activeColor: blue
+  mcpdeploy:image: registry.mcp.lab.test:5000/mcpdeploy/app
+  mcpdeploy:adminCidrs:
+    - 172.30.77.1/32
+"""
+NEW = "registry.mcp.lab.test:5000/mcpdeploy/app@sha256:" + "b" * 64
+FLEET = Fleet(
+    stack="unit",
+    ssh=("ssh",),
+    hosts=(
+        FleetHost("edge", "edge", None, "10.0.0.10"),
+        FleetHost("app-blue", "app", "blue", "10.0.0.100"),
+        FleetHost("app-green", "app", "green", "10.0.0.120"),
+    ),
+    inventory="hosts/unit.py",
+)
+
+
+class Store:
+    def __init__(self, fleet: Fleet) -> None:
+        self.records: list[dict] = []
+        self.held = False
+        Store.last = self
+
+    def acquire(self, purpose: str, timeout_minutes: int, break_lock: bool = False) -> Holder:
+        assert not self.held
+        self.held = True
+        return Holder("t", "me", "here", 1, time.time(), purpose)
+
+    def release(self, holder: Holder) -> None:
+        self.held = False
+
+    def record(self, record: dict) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """A stack file in tmp_path and every host-facing step replaced by a recorder."""
+    path = tmp_path / "Pulumi.unit.yaml"
+    path.write_text(STACK)
+    calls: dict = {"switches": [], "watch": {"verdict": "pass", "reason": ""}}
+    monkeypatch.setattr(release_module, "stack_file", lambda stack: path)
+    monkeypatch.setattr(release_module, "ReleaseStore", Store)
+    monkeypatch.setattr(release_module, "rolling_deploy", lambda fleet, color, progress: [color])
+    monkeypatch.setattr(
+        release_module, "drain", lambda *a: {"open_at_switch": 0, "left_at_deadline": 0}
+    )
+
+    def apply_edge(fleet, path_, original, new_text):
+        calls["switches"].append(new_text)
+        path_.write_text(new_text)
+
+    monkeypatch.setattr(release_module, "apply_edge", apply_edge)
+    monkeypatch.setattr(release_module, "watch", lambda *a: calls["watch"])
+    monkeypatch.setattr(
+        release_module,
+        "run_gates",
+        lambda *a: calls.get("gate_error") and _raise(calls["gate_error"]),
+    )
+    calls["path"] = path
+    return calls
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def resolve(image: str, progress) -> str:
+    return NEW
+
+
+def test_a_kept_release_switches_records_and_unlocks(world):
+    report = release(FLEET, "x", resolve=resolve)
+    assert report.outcome == "kept"
+    text = world["path"].read_text()
+    assert "activeColor: green" in text and f"greenImage: {NEW}" in text
+    assert Store.last.records[-1]["outcome"] == "kept" and not Store.last.held
+    assert [s["step"] for s in Store.last.records[-1]["steps"]] == [
+        "resolve image",
+        "deploy",
+        "gates",
+        "switch",
+        "watch",
+    ]
+
+
+def test_a_failed_gate_never_switches_and_restores_the_stack_file(world):
+    world["gate_error"] = ReleaseError("gate readiness failed on app-green: 503")
+    with pytest.raises(ReleaseError, match="blue keeps serving"):
+        release(FLEET, "x", resolve=resolve)
+    assert world["switches"] == []
+    assert world["path"].read_text() == STACK
+    record = Store.last.records[-1]
+    assert record["outcome"] == "failed" and record["failed_step"] == "gates"
+    assert not Store.last.held
+
+
+def test_a_failed_watch_switches_back(world):
+    world["watch"] = {"verdict": "fail", "reason": "12 of 40 responses failed"}
+    report = release(FLEET, "x", resolve=resolve)
+    assert report.outcome == "rolled-back"
+    assert len(world["switches"]) == 2
+    assert "activeColor: blue" in world["path"].read_text()
+    # green keeps the new image for inspection; blue still runs what it ran.
+    assert f"greenImage: {NEW}" in world["path"].read_text()
+    assert Store.last.records[-1]["outcome"] == "rolled-back"
+
+
+def test_ctrl_c_before_the_switch_restores_the_file_and_unlocks(world):
+    world["gate_error"] = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        release(FLEET, "x", resolve=resolve)
+    assert world["path"].read_text() == STACK
+    assert Store.last.records[-1]["outcome"] == "interrupted" and not Store.last.held
+
+
+def test_rollback_refuses_when_the_previous_image_is_not_running(world, monkeypatch):
+    world["path"].write_text(
+        STACK.replace("activeColor: blue", f"activeColor: green\n  mcpdeploy:blueImage: {NEW}")
+    )
+    monkeypatch.setattr(
+        release_module, "running_image", lambda ssh, host: "something/else@sha256:" + "c" * 64
+    )
+    with pytest.raises(ReleaseError, match="not there to roll back to"):
+        rollback(FLEET)
+    assert world["switches"] == []
+    assert Store.last.records[-1]["outcome"] == "failed" and not Store.last.held
+
+
+def test_a_lock_is_stale_when_old_or_its_process_is_gone():
+    import os
+    import socket
+
+    now = time.time()
+    live = Holder("t", "me", socket.gethostname(), os.getpid(), now, "release")
+    assert staleness(live, 60, now) is None
+    assert "older than" in staleness(live, 60, now + 3601)
+    gone = Holder("t", "me", socket.gethostname(), 2**22 + 12345, now, "release")
+    assert "is gone" in staleness(gone, 60, now)
+    elsewhere = Holder("t", "me", "another-host", 1, now, "release")
+    assert staleness(elsewhere, 60, now) is None
