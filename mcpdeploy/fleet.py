@@ -65,8 +65,6 @@ class Fleet:
     ssh: tuple[str, ...]
     hosts: tuple[FleetHost, ...]
     inventory: str
-    # Where the stack's secrets come from (mcpdeploy.credentials: "file" or "aws").
-    credentials: str = "file"
 
     def role(self, role: str) -> list[FleetHost]:
         """The hosts of ``role``, in inventory order."""

@@ -3,7 +3,9 @@
 Gates run on the edge host, against each host of the idle color directly (the edge's
 upstream CA, the service's domain as Host), so they prove what the edge will see before
 a single client does: readiness (``/health/mcp`` 200 and ``ok``), the MCP handshake, and
-``tools/list`` with the stack's API key (sent on stdin, never on a command line). The
+``tools/list`` with an API key of the gates' own (:func:`gate_key`: created for this
+release, expiring on its own, revoked after; it never eats into a client's rate limits
+and never appears on a command line). The
 testinfra suite limited to the idle hosts is the last gate. The watch reads the edge's
 own access log for the new color's responses after a switch, with a light probe of its
 own so a quiet service still gives a verdict.
@@ -15,6 +17,8 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,6 +194,21 @@ class GateResult:
 
 def _edge(fleet: Fleet) -> FleetHost:
     return fleet.role("edge")[0]
+
+
+@contextmanager
+def gate_key(fleet: Fleet, host: FleetHost, minutes: int = 30) -> Iterator[str]:
+    """A short-lived API key for the gates, created through ``host``'s service, revoked after."""
+    create = ["docker", "exec", "mcp-service", "mcp-service", "keys", "create"]
+    result = fleet.run(
+        host.name, [*create, "--name", "release-gate", "--expires-minutes", str(minutes)]
+    )
+    created = json.loads(result.stdout)
+    try:
+        yield created["key"]
+    finally:
+        revoke = ["docker", "exec", "mcp-service", "mcp-service", "keys", "revoke"]
+        fleet.run(host.name, [*revoke, created["prefix"]], check=False)
 
 
 def service_gates(fleet: Fleet, hosts: list[FleetHost], domain: str, key: str) -> list[GateResult]:

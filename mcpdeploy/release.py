@@ -27,10 +27,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mcpdeploy.credentials import stack_credentials
 from mcpdeploy.engine import Progress, no_progress
 from mcpdeploy.fleet import Fleet, FleetError, running_image
-from mcpdeploy.gates import GateResult, drain, service_gates, testinfra_gate, watch
+from mcpdeploy.gates import GateResult, drain, gate_key, service_gates, testinfra_gate, watch
 from mcpdeploy.images import ImageError, release_image
 from mcpdeploy.releaselog import Holder, LockError, ReleaseStore, operator
 from mcpdeploy.settings import Settings, stack_file
@@ -101,9 +100,15 @@ def run_gates(
 ) -> None:
     """Every gate for ``color``'s hosts; raise naming the first failing gate and host."""
     hosts = [h for h in fleet.role("app") if h.color == color]
-    key = stack_credentials(fleet.stack, fleet.credentials).api_key
     progress(f"gates on {color}: readiness, MCP handshake, tools/list (from the edge)")
-    results: list[GateResult] = service_gates(fleet, hosts, settings.domain, key)
+    try:
+        with gate_key(fleet, hosts[0]) as key:
+            results: list[GateResult] = service_gates(fleet, hosts, settings.domain, key)
+    except (FleetError, ValueError, KeyError) as exc:
+        raise ReleaseError(
+            f"gate api-key: the gates' API key could not be created on {hosts[0].name} ({exc}); "
+            f"look at 'docker logs mcp-service' there"
+        ) from None
     progress(f"gate testinfra: tests/hosts on {', '.join(h.name for h in hosts)}")
     results.append(testinfra_gate(fleet, hosts, fleet.ssh[-1]))
     report.gates = [asdict(r) for r in results]

@@ -9,7 +9,7 @@ import os
 import shutil
 import sys
 import tempfile
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys_parser.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="issue a new key (printed once)")
     create.add_argument("--name", required=True, help="who or what the key is for")
+    create.add_argument(
+        "--expires-minutes", type=float, help="the key stops working after this (default: never)"
+    )
     rotate = keys_sub.add_parser(
         "rotate", help="issue a new key; the name's older keys expire after --grace-hours"
     )
@@ -123,9 +126,14 @@ def manage_keys(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     secret = settings.secret_key_base
     with psycopg.connect(settings.database_url) as conn, conn.transaction():
         if args.keys_command == "create":
-            key = keys.create_key(conn, secret, args.name)
+            expires = (
+                datetime.now(UTC) + timedelta(minutes=args.expires_minutes)
+                if args.expires_minutes
+                else None
+            )
+            key = keys.create_key(conn, secret, args.name, expires_at=expires)
             audit.record_sync(conn, "key.create", ACTOR, {"name": args.name, "prefix": key[:8]})
-            return {"name": args.name, "key": key}
+            return {"name": args.name, "key": key, "prefix": key[:8]}
         if args.keys_command == "rotate":
             key = keys.rotate_key(conn, secret, args.name, timedelta(hours=args.grace_hours))
             audit.record_sync(

@@ -222,3 +222,18 @@ def _waiting_on_lock(database_url: str) -> bool:
             " AND wait_event_type = 'Lock'"
         ).fetchone()
     return bool(row and row[0])
+
+
+def test_a_key_created_with_an_expiry_works_until_it_expires(
+    service: ServiceProcess, base_env: dict[str, str]
+):
+    result = run_cli(
+        base_env, "keys", "create", "--name", "release-gate", "--expires-minutes", "0.1"
+    )
+    assert result.returncode == 0, result.stderr
+    created = json.loads(result.stdout)
+    assert created["prefix"] == created["key"][:8]
+    assert call_tool(service, created["key"]).status_code == 200
+    listed = json.loads(run_cli(base_env, "keys", "list").stdout)["keys"]
+    assert next(k for k in listed if k["key_prefix"] == created["prefix"])["expires_at"]
+    wait_until(lambda: call_tool(service, created["key"]).status_code == 401, 15, 0.5)
