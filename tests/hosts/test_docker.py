@@ -115,9 +115,15 @@ def test_docker_user_rules_survive_a_ufw_reload(app_host):
 
 
 @pytest.fixture
-def published_everywhere(lab_hosts, topology):
-    """A listener in a container on app-blue, published on 0.0.0.0 by mistake."""
-    host = lab_hosts["app-blue"]
+def probe_app(topology) -> str:
+    """The first app host of the topology (app-blue in the lab; the idle one in a gate)."""
+    return next(name for name, entry in topology.items() if entry["role"] == "app")
+
+
+@pytest.fixture
+def published_everywhere(lab_hosts, topology, probe_app):
+    """A listener in a container on an app host, published on 0.0.0.0 by mistake."""
+    host = lab_hosts[probe_app]
     host.run("docker rm --force %s", PROBE_CONTAINER)
     host.check_output(
         "docker run --detach --rm --name %s --publish 0.0.0.0:%s:%s --entrypoint "
@@ -126,16 +132,16 @@ def published_everywhere(lab_hosts, topology):
     )  # fmt: skip
     try:
         host.check_output("sleep 1")
-        yield topology["app-blue"]["address"]
+        yield topology[probe_app]["address"]
     finally:
         host.run("docker rm --force %s", PROBE_CONTAINER)
 
 
 def test_port_published_on_all_addresses_unreachable_from_another_host(
-    published_everywhere, lab_hosts
+    published_everywhere, lab_hosts, probe_app
 ):
-    """The Docker/UFW bypass is closed: the edge cannot reach it, app-blue itself can."""
-    from_itself = lab_hosts["app-blue"].check_output(
+    """The Docker/UFW bypass is closed: the edge cannot reach it, the app host itself can."""
+    from_itself = lab_hosts[probe_app].check_output(
         "python3 -c %s %s %s", CONNECT, published_everywhere, str(PROBE_PORT)
     )
     from_edge = lab_hosts["edge"].check_output(

@@ -174,6 +174,7 @@ def test_restore_refuses_a_backup_whose_checksum_does_not_match(data_host: Any) 
     assert result.rc == 1 and "does not match" in result.stderr
 
 
+@pytest.mark.disruptive
 def test_restore_after_a_wipe_brings_back_every_row(
     data_host: Any, pytestconfig: pytest.Config
 ) -> None:
@@ -191,6 +192,7 @@ def test_restore_after_a_wipe_brings_back_every_row(
     assert row_counts(host) == before
 
 
+@pytest.mark.disruptive
 def test_stopping_the_active_color_alerts_the_receiver_within_two_minutes(
     topology: Any, lab_hosts: Any, settings: Any
 ) -> None:

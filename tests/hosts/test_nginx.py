@@ -207,14 +207,18 @@ def test_forwarded_for_from_a_non_proxy_is_ignored(app, settings):
     """Only the edge is trusted: from elsewhere X-Forwarded-For cannot pick a bucket."""
     _, _, host = app
     # The app host itself (loopback is not a trusted proxy): every request is 127.0.0.1.
+    # A user agent of its own picks this test's lines out of whatever else is logged.
+    agent = f"mcpdeploy-test-{random.randint(0, 2**32)}"
     out = host.check_output(
         "python3 -c %s 127.0.0.1 %s %s %s",
         CLIENT, settings.domain, LAB_CA_ON_HOSTS,
         json.dumps([{"path": "/api/v1/mcp/session/handshake", "count": 40,
-                     "headers": {"X-Forwarded-For": client_address()}}]),
+                     "headers": {"X-Forwarded-For": client_address(), "User-Agent": agent}}]),
     )  # fmt: skip
-    log = host.check_output("tail -n 40 /var/log/nginx/mcp.access.log")
-    clients = {json.loads(line)["client"] for line in log.splitlines()}
+    log = host.check_output("tail -n 400 /var/log/nginx/mcp.access.log")
+    ours = [entry for entry in map(json.loads, log.splitlines()) if entry["user_agent"] == agent]
+    assert len(ours) == 40
+    clients = {entry["client"] for entry in ours}
     assert clients == {"127.0.0.1"}, clients
     assert 429 in [status for status, _ in json.loads(out)]
 
