@@ -242,13 +242,15 @@ GATE_SUITE = (
 def testinfra_gate(fleet: Fleet, hosts: list[FleetHost], ssh_config: str) -> GateResult:
     """The app-host part of the testinfra suite (tests/hosts), on ``hosts`` only.
 
-    The topology handed to the suite names ``hosts`` alone, so no test reaches another
-    host; tests marked ``disruptive`` are left out.
+    The topology handed to the suite names ``hosts`` and the edge and data hosts (the
+    suite probes an app host from the edge) but no other app host, so nothing reaches the
+    serving color; tests marked ``disruptive`` are left out.
     """
+    seen = [h for h in fleet.hosts if h in hosts or h.role != "app"]
     status = {
         "ssh_config": ssh_config,
         "hosts": [
-            {"name": h.name, "role": h.role, "color": h.color, "address": h.address} for h in hosts
+            {"name": h.name, "role": h.role, "color": h.color, "address": h.address} for h in seen
         ],
     }
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as out:
