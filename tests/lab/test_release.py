@@ -133,12 +133,18 @@ def test_an_image_that_never_becomes_ready_is_not_switched_to(lab):
 
 
 def test_the_database_unreachable_from_the_idle_color_stops_the_release(lab):
-    block = "iptables -I OUTPUT -d 172.30.77.20 -p tcp -j REJECT"
-    assert run(*SSH, "app-green", block).returncode == 0
+    # The container's traffic is forwarded (docker0), the host's own goes out: cut both.
+    rules = [
+        f"{chain} -d 172.30.77.20 -p tcp -j REJECT --reject-with tcp-reset"
+        for chain in ("FORWARD", "OUTPUT")
+    ]
+    for rule in rules:
+        assert run(*SSH, "app-green", f"iptables -I {rule}").returncode == 0
     try:
         result = mcpdeploy("release", "--image", current_image())
     finally:
-        run(*SSH, "app-green", block.replace("-I OUTPUT", "-D OUTPUT"))
+        for rule in rules:
+            run(*SSH, "app-green", f"iptables -D {rule}")
     assert result.returncode == 1
     assert "app-green" in result.stderr and "blue keeps serving" in result.stderr, result.stderr
     assert served() == ("blue", 200)
