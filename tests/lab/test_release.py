@@ -153,7 +153,8 @@ def test_the_database_unreachable_from_the_idle_color_stops_the_release(lab):
 def test_a_release_that_fails_the_watch_window_switches_back(lab):
     proc = release_in_background(current_image())
     try:
-        assert wait_for(lambda: served()[0] == "green", 900, 1), "the release never switched"
+        switched = wait_for(lambda: proc.poll() is not None or served()[0] == "green", 900, 1)
+        assert switched and proc.poll() is None, "the release ended before it switched"
         # Errors from now on: green's service goes away while the watch runs.
         assert run(*SSH, "app-green", "systemctl stop mcp-service").returncode == 0
     finally:
