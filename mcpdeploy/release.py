@@ -244,7 +244,13 @@ def _failure_message(report: Report, active: str, switched: bool) -> str:
     )
 
 
-def rollback(fleet: Fleet, *, break_lock: bool = False, progress: Progress = no_progress) -> Report:
+def rollback(
+    fleet: Fleet,
+    *,
+    break_lock: bool = False,
+    resolve: Callable[[str, Progress], str] = release_image,
+    progress: Progress = no_progress,
+) -> Report:
     """Serve the idle color again: the previous release, still running its image.
 
     Refused when the idle hosts do not run the image the stack file records for them
@@ -268,10 +274,13 @@ def rollback(fleet: Fleet, *, break_lock: bool = False, progress: Progress = no_
     )
     try:
         started = time.time()
-        expected = settings.image_for(target)
+        try:
+            expected = resolve(settings.image_for(target), progress)
+        except ImageError as exc:
+            raise ReleaseError(f"{target}'s image {settings.image_for(target)}: {exc}") from None
         for host in (h for h in fleet.role("app") if h.color == target):
             running = running_image(list(fleet.ssh), host.name)
-            if running != expected and "@" in expected:
+            if running != expected:
                 raise ReleaseError(
                     f"{host.name} runs {running}, not {expected} as {path.name} records: the "
                     f"previous release is not there to roll back to; release it again instead"

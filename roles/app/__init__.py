@@ -23,7 +23,7 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import docker, files, server, systemd
 
 from mcpdeploy.credentials import Credentials
-from roles.app.operations import Readiness, ServiceImages, prune_images, wait_ready_command
+from roles.app.operations import Readiness, prune_images, wait_ready_command
 from roles.base.operations import put_private
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -263,10 +263,10 @@ def app(
         _if=lambda: changed() or not ready,
     )
     repository = image_repository(image)
-    if len(host.get_fact(ServiceImages, repository=repository)) > keep_images:
-        prune_images(
-            name=f"Keep the {keep_images} newest images of {repository}, remove older ones",
-            repository=repository,
-            keep=keep_images,
-            pinned=[image, *([rollback_image] if rollback_image else [])],
-        )
+    prune_images(
+        name=f"Keep {keep_images} images of {repository} (this release and the rollback "
+        "image first), remove older ones",
+        repository=repository,
+        keep=keep_images,
+        pinned=[image, *([rollback_image] if rollback_image else [])],
+    )

@@ -102,14 +102,20 @@ def _is(reference: str, repository: str, image: dict[str, str]) -> bool:
 
 @operation()
 def prune_images(repository: str, keep: int, pinned: list[str]) -> Iterator[str]:
-    """Remove images of ``repository`` beyond the ``keep`` newest; ``pinned`` ones always stay
-    (the image the host runs and the rollback target), whatever ``keep`` says."""
+    """Keep at most ``keep`` images of ``repository`` (or as many as are pinned): the
+    ``pinned`` ones (the image the host runs and the rollback target) always stay, then the
+    newest others. Facts are read before this deploy pulls anything, so pinned images not
+    on the host yet take their slots in advance."""
     images = host.get_fact(ServiceImages, repository=repository)
-    kept: list[str] = []
+    present = [p for p in pinned if any(_is(p, repository, image) for image in images)]
+    slots = keep - (len(set(pinned)) - len(set(present)))
+    kept: list[str] = [
+        image["id"] for image in images if any(_is(p, repository, image) for p in pinned)
+    ]
     for image in images:
-        is_pinned = any(_is(reference, repository, image) for reference in pinned)
-        if (is_pinned or len(kept) < keep) and image["id"] not in kept:
-            kept.append(image["id"])
+        if len(set(kept)) >= slots:
+            break
+        kept.append(image["id"])
     doomed = sorted({image["id"] for image in images} - set(kept))
     if not doomed:
         host.noop(f"at most {keep} images of {repository} on the host")
