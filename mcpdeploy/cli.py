@@ -18,6 +18,7 @@ from rich.console import Console
 from mcpdeploy.engine import EngineError, docker_client
 from mcpdeploy.fleet import FleetError, health_from_edge, lab_fleet, running_image
 from mcpdeploy.lab import Lab, topology
+from mcpdeploy.preflight import register as register_preflight
 from mcpdeploy.settings import COLORS, SettingsError, load_settings
 from mcpdeploy.switch import SwitchError, switch
 
@@ -37,6 +38,7 @@ lab_app = typer.Typer(
 )
 app.add_typer(config_app, name="config")
 app.add_typer(lab_app, name="lab")
+register_preflight(app)
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
