@@ -138,9 +138,9 @@ def migrations_check(
         "migrations",
         "fail",
         f"{seen}. {' '.join(violations)}",
-        "deploy this image with expand migrations only (`mcp-service migrate --phase expand`, "
-        "as `release` does) so its new contract migrations stay pending; a plain deploy runs "
-        "`migrate` for every phase and would apply them now",
+        "release this image with expand migrations only (`mcp-service migrate --phase "
+        "expand`) so its new contract migrations stay pending until the next release; a "
+        "plain deploy runs `migrate` for every phase and would apply them now",
     )
 
 
