@@ -1,9 +1,9 @@
 """`mcpdeploy ops backup|restore|check|bundle` against the lab, through the CLI.
 
-Restore really replaces the lab's database (with a backup taken by the test moments
-before, so the lab ends as it was plus one draft post) and is judged through the edge: the
-rows written after the backup are gone, even from the service's response cache, and the
-service still reads and writes with its runtime role. `check` is run on the healthy lab,
+Restore really replaces the lab's database over live data, and is judged through the
+edge: the rows written after the backup are gone, even from the service's response cache,
+and the service still reads and writes with its runtime role; the database is put back as
+it was before the test (another forced restore) afterwards. `check` is run on the healthy lab,
 then with nginx stopped on the idle color's host (started again whatever happens). The
 bundle test plants secret-shaped tokens in a host's journal and checks that neither they
 nor any of the stack's credentials are in the extracted bundle, while every section is.
@@ -138,7 +138,7 @@ def test_restore_refuses_a_database_with_rows_without_force():
     name = Path(backup()["file"]).name
     before, files = row_counts(), backup_names()
     rows, tables = sum(before.values()), sum(1 for count in before.values() if count)
-    assert rows > 0, "the lab's database is seeded: it holds rows"
+    assert rows > 0, "the lab's database holds rows (settings, keys, migrations)"
     result = mcpdeploy("ops", "restore", "--from", name)
     assert result.returncode == 1
     assert f"holds {rows} rows in {tables} tables" in result.stderr and "--force" in result.stderr
@@ -154,15 +154,28 @@ def test_restore_of_an_absent_backup_names_the_newest_ones():
     assert "no backup" in result.stderr and f"{DATABASE}_2" in result.stderr
 
 
-def test_forced_restore_brings_back_the_backup_and_the_service_keeps_working(api_key):
+@pytest.fixture
+def database_put_back(api_key: str) -> Iterator[str]:
+    """The service's seed content present (an author for drafts); afterwards the database
+    is restored to what it was before the test, seeding included. Yields the active app
+    host."""
+    host = f"app-{load_settings('lab').active_color}"
+    before = backup()
+    seeded = ssh(host, "docker exec mcp-service mcp-service seed")
+    assert seeded.returncode == 0, seeded.stderr
+    yield host
+    put_back = mcpdeploy("ops", "restore", "--from", before["file"], "--force")
+    assert put_back.returncode == 0, put_back.stderr
+
+
+def test_forced_restore_brings_back_the_backup_and_the_service_keeps_working(
+    api_key, database_put_back
+):
     written = backup()
     at_backup = row_counts()
     marker = f"ops-restore-marker-{secrets.token_hex(6)}"
-    mcp_call(
-        api_key,
-        "create_draft_post",
-        {"title": marker, "body": "after the backup", "author": "editor"},
-    )
+    draft = {"title": marker, "body": "written after the backup", "author": "editor"}
+    mcp_call(api_key, "create_draft_post", draft)
     # Read once more so the service caches a response that holds the marker.
     assert marker in draft_titles(api_key)
     assert row_counts() != at_backup
@@ -177,17 +190,15 @@ def test_forced_restore_brings_back_the_backup_and_the_service_keeps_working(api
     assert row_counts() == at_backup, "the database is the backup again"
     safety = report["safety_backup"]
     assert safety.startswith(f"{BACKUP_DIR}/") and safety != written["file"]
-    in_safety = ssh("data", f"pg_restore --data-only --file=- {safety} | grep -c {marker}")
-    assert in_safety.stdout.strip() == "1", "the safety backup holds what the restore replaced"
+    in_safety = ssh("data", f"pg_restore --data-only --file=- {safety} | grep -q {marker}")
+    assert in_safety.returncode == 0, "the safety backup holds what the restore replaced"
     assert report["cache_invalidated_on"] and all(s == 200 for s in report["health"].values())
 
     # The restored rows are what clients see (no stale cached answer), and the service
     # still writes as its runtime role: its grants came back with the tables.
     assert marker not in draft_titles(api_key)
     after = f"ops-restore-after-{secrets.token_hex(6)}"
-    mcp_call(
-        api_key, "create_draft_post", {"title": after, "body": "written after", "author": "editor"}
-    )
+    mcp_call(api_key, "create_draft_post", {**draft, "title": after})
     assert after in draft_titles(api_key)
 
 

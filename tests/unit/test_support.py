@@ -483,6 +483,15 @@ def test_backup_path_accepts_names_and_paths_in_the_backup_dir_only():
         support.backup_path("mcp_config_20261125T232419Z.tar.gz")
 
 
+def test_the_backup_unit_can_be_started_on_demand_any_number_of_times():
+    # ops backup and a restore's safety backup start it on demand; systemd's default start
+    # limit (5 in 10 s) would fail the sixth and alert.
+    backup = maintenance.backup_job(database=credentials.DATABASE, days=30)
+    unit = maintenance.render_units([backup])["mcp-backup.service"]
+    unit_section = unit.split("[Service]")[0]
+    assert "StartLimitIntervalSec=0" in unit_section
+
+
 def test_newest_dumps_sort_by_their_stamp():
     files = {"db_20261125T0100Z.dump": 1, "db_20261126T0100Z.dump": 1, "x.dump.sha256": 1}
     assert support.newest_dumps(files) == ["db_20261126T0100Z.dump", "db_20261125T0100Z.dump"]
