@@ -433,7 +433,7 @@ def evaluate(
     for host in fleet.hosts:
         answer = answers[host.name]
         if isinstance(answer, FleetError):
-            fix = f"mcpdeploy lab status; ssh -F <lab ssh_config> {host.name}"
+            fix = f"is it up? mcpdeploy lab status; mcpdeploy lab ssh {host.name}"
             checks.append(Check("reachable", host.name, "fail", str(answer), fix))
             if host.role == "app":
                 containers[host.name] = None
@@ -453,17 +453,14 @@ def evaluate(
                 nginx = answer["nginx_limits"]
                 checks.append(rate_limit_check(host.name, container, nginx, settings))
     app_hosts = fleet.role("app")
-    active_first = sorted(containers, key=lambda n: fleet_color(fleet, n) != settings.active_color)
+    colors = {host.name: host.color for host in app_hosts}
+    active_first = sorted(containers, key=lambda name: colors[name] != settings.active_color)
     checks.append(kill_switch_check({name: containers[name] for name in active_first}))
     checks += health_checks(app_hosts, health, settings.active_color)
     checks += image_checks(app_hosts, containers, fleet.inventory)
     order = {name: index for index, name in enumerate(CHECK_ORDER)}
     hosts = {host.name: index for index, host in enumerate(fleet.hosts)}
     return sorted(checks, key=lambda c: (order[c.name], hosts.get(c.host.split(", ")[0], 99)))
-
-
-def fleet_color(fleet: Fleet, name: str) -> str | None:
-    return next((h.color for h in fleet.hosts if h.name == name), None)
 
 
 def run_checks(fleet: Fleet, settings: Settings, minutes: int) -> list[Check]:
