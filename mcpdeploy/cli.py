@@ -15,6 +15,7 @@ import typer
 from docker.errors import DockerException
 from rich.console import Console
 
+from mcpdeploy import access
 from mcpdeploy.engine import EngineError, docker_client
 from mcpdeploy.fleet import FleetError, health_from_edge, lab_fleet, running_image
 from mcpdeploy.lab import Lab, topology
@@ -35,8 +36,15 @@ lab_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
+ops_app = typer.Typer(
+    help="Day-2 operations: the guide's procedures as commands.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 app.add_typer(config_app, name="config")
 app.add_typer(lab_app, name="lab")
+app.add_typer(ops_app, name="ops")
+access.register(ops_app)
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
