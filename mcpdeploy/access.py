@@ -119,8 +119,7 @@ def run_service(
     """
     command = ["docker", "exec", CONTAINER, "mcp-service", *args]
     failures: list[str] = []
-    hosts = service_hosts(fleet, active_color)
-    for host in hosts:
+    for host in service_hosts(fleet, active_color):
         if failures:
             progress(f"{failures[-1]}; trying {host.name}")
         try:
