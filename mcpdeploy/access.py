@@ -394,7 +394,7 @@ def rotate_key_command(
             min=0,
             max=720,
             help="How long the old key keeps working (default: mcpdeploy:apiKeyGraceHours). "
-            "0 refuses it at once (a leaked key).",
+            "0 refuses it within 5 s (a leaked key).",
         ),
     ] = None,
     stack: StackOption = "lab",

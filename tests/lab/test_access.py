@@ -72,21 +72,16 @@ def client(lab) -> Iterator[httpx2.Client]:
         yield http
 
 
-@pytest.fixture(scope="module")
-def test_key(lab) -> Iterator[str]:
-    """A key of this module's own, revoked afterwards.
+class Key(str):
+    """An API key that shows as its prefix only: pytest prints the arguments of a failed
+    assertion, and a key must not land in a test log either."""
 
-    The lab's key is shared: load tests may have spent its hourly budget (429 until the
-    hour turns), and these tests need calls that reach the switches.
-    """
-    made = ssh(lab, "app-blue", "docker exec mcp-service mcp-service keys create --name lab-test")
-    key = json.loads(made.stdout)["key"]
-    yield key
-    ssh(lab, "app-blue", f"docker exec mcp-service mcp-service keys revoke {key[:8]}")
+    def __repr__(self) -> str:
+        return f"<key {self[:8]}...>"
 
 
-def key_now(lab: dict) -> str:
-    return Path(lab["api_key_file"]).read_text().strip()
+def key_now(lab: dict) -> Key:
+    return Key(Path(lab["api_key_file"]).read_text().strip())
 
 
 def mcp_call(client: httpx2.Client, key: str) -> httpx2.Response:
@@ -120,6 +115,22 @@ def poll(
         time.sleep(every)
 
 
+def client_limited(response: httpx2.Response) -> bool:
+    """A 429 of a per-client limit (the service's or nginx's), not of the API key's.
+
+    Every client on this machine reaches the edge from one address (the lab bridge's
+    gateway), so they share one per-client budget, which other traffic may have spent
+    for this minute. Such a 429 says nothing about the key.
+    """
+    return response.status_code == 429 and "per API key" not in response.text
+
+
+def within_client_limit(probe: Callable[[], httpx2.Response]) -> httpx2.Response:
+    """``probe``'s first answer that is not a per-client 429 (the window resets each minute)."""
+    response, _ = poll(probe, lambda r: not client_limited(r), 65, every=5)
+    return response
+
+
 def ssh(lab: dict, host: str, command: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["ssh", "-F", lab["ssh_config"], host, command],
@@ -129,6 +140,19 @@ def ssh(lab: dict, host: str, command: str, stdin: str = "") -> subprocess.Compl
         timeout=120,
         check=False,
     )
+
+
+@pytest.fixture(scope="module")
+def test_key(lab) -> Iterator[str]:
+    """A key of this module's own, revoked afterwards.
+
+    The lab's key is shared: load tests may have spent its hourly budget (429 until the
+    hour turns), and these tests need calls that reach the switches.
+    """
+    made = ssh(lab, "app-blue", "docker exec mcp-service mcp-service keys create --name lab-test")
+    key = Key(json.loads(made.stdout)["key"])
+    yield key
+    ssh(lab, "app-blue", f"docker exec mcp-service mcp-service keys revoke {key[:8]}")
 
 
 # -- the kill switch -------------------------------------------------------------------------
@@ -145,14 +169,16 @@ def test_disable_turns_mcp_calls_to_503_within_5_s_and_enable_restores_them(
     lab, client, test_key, kill_switch
 ):
     key = test_key
-    assert mcp_call(client, key).status_code == 200
+    assert within_client_limit(lambda: mcp_call(client, key)).status_code == 200
 
     result = ops("disable")
     returned = time.monotonic()
     assert result.returncode == 0, result.stderr
     assert "MCP API disabled" in result.stdout
-    response, elapsed = poll(lambda: mcp_call(client, key), lambda r: r.status_code == 503, 10)
-    assert response.status_code == 503 and elapsed <= SWITCH_SECONDS, (response, elapsed)
+    response, elapsed = poll(
+        lambda: mcp_call(client, key), lambda r: r.status_code == 503, 10, every=0.5
+    )
+    assert response.status_code == 503 and elapsed <= SWITCH_SECONDS, (response.text, elapsed)
     assert response.json()["error"]["code"] == -32004 and response.headers["retry-after"]
     # The promise is "every worker within 5 s": from then on, no call gets through.
     time.sleep(max(0.0, returned + SWITCH_SECONDS - time.monotonic()))
@@ -174,8 +200,10 @@ def test_disable_turns_mcp_calls_to_503_within_5_s_and_enable_restores_them(
 
     result = ops("enable")
     assert result.returncode == 0, result.stderr
-    response, elapsed = poll(lambda: mcp_call(client, key), lambda r: r.status_code == 200, 10)
-    assert response.status_code == 200 and elapsed <= SWITCH_SECONDS, (response, elapsed)
+    response, elapsed = poll(
+        lambda: mcp_call(client, key), lambda r: r.status_code == 200, 10, every=0.5
+    )
+    assert response.status_code == 200 and elapsed <= SWITCH_SECONDS, (response.text, elapsed)
     assert client.get("/health/mcp").json()["status"] == "ok"
 
 
@@ -188,12 +216,12 @@ def key_restored(lab, client) -> Iterator[dict]:
     before = key_now(lab)
     progress = {"deployed": False}
     yield progress
-    if mcp_call(client, key_now(lab)).status_code == 401:
+    if within_client_limit(lambda: mcp_call(client, key_now(lab))).status_code == 401:
         result = ops("rotate-key", "--grace-hours", "0")
         assert result.returncode == 0, result.stderr
     if key_now(lab) != before and not progress["deployed"]:
         deploy()
-    assert mcp_call(client, key_now(lab)).status_code == 200
+    assert within_client_limit(lambda: mcp_call(client, key_now(lab))).status_code == 200
 
 
 class KeyUser(threading.Thread):
@@ -203,13 +231,19 @@ class KeyUser(threading.Thread):
         super().__init__(daemon=True)
         self.http, self.key = client, key
         self.stop = threading.Event()
-        self.seen: list[tuple[float, str, int]] = []  # (time, key, status)
+        self.seen: list[tuple[float, Key, int, str]] = []  # (time, key, status, body)
 
     def run(self) -> None:
         while not self.stop.is_set():
             key = self.key
-            self.seen.append((time.monotonic(), key, mcp_call(self.http, key).status_code))
+            response = mcp_call(self.http, key)
+            status = 0 if client_limited(response) else response.status_code
+            self.seen.append((time.monotonic(), key, status, response.text[:200]))
             self.stop.wait(1.0)
+
+    def served(self, key: str, after: float = 0.0) -> int:
+        """How many calls with ``key`` since ``after`` got a 200."""
+        return sum(1 for t, k, s, _ in self.seen if k == key and s == 200 and t > after)
 
 
 def logs_since(lab: dict, host: str, since: int) -> str:
@@ -224,12 +258,15 @@ def test_rotate_key_a_client_switching_within_the_grace_period_never_sees_a_401(
     lab, client, key_restored
 ):
     # The lab's key is shared and load tests may have spent its hourly budget (429): start
-    # from a fresh deployment key, issued by a rotation that refuses the previous one at once
-    # (what an operator does with a leaked key).
+    # from a fresh deployment key, issued by a rotation without grace period, which must
+    # refuse the previous key within 5 s (what an operator does with a leaked key).
     leaked = key_now(lab)
     first = ops("rotate-key", "--grace-hours", "0")
     assert first.returncode == 0, first.stderr
-    assert mcp_call(client, leaked).status_code == 401
+    refused, elapsed = poll(
+        lambda: mcp_call(client, leaked), lambda r: r.status_code == 401, 10, every=0.5
+    )
+    assert refused.status_code == 401 and elapsed <= SWITCH_SECONDS, (refused.text, elapsed)
     old = key_now(lab)
     since = int(time.time()) - 1
     grace = GRACE_HOURS * 3600
@@ -244,33 +281,36 @@ def test_rotate_key_a_client_switching_within_the_grace_period_never_sees_a_401(
         assert new != old
         # Where the key is, never the key.
         assert lab["api_key_file"] in result.stdout
-        assert new not in result.stdout + result.stderr and old not in result.stdout
+        shown = any(k in result.stdout + result.stderr for k in (old, new))
+        assert not shown
         assert oct(Path(lab["api_key_file"]).stat().st_mode & 0o777) == "0o600"
         # The client keeps the old key a little while, then switches within the grace period.
-        while sum(1 for t, k, _ in user.seen if t > rotated and k == old) < 3:
+        while user.served(old, after=rotated) < 3:
             assert time.monotonic() - rotated < grace / 2, user.seen
             time.sleep(0.2)
         user.key = new
-        while sum(1 for _, k, _ in user.seen if k == new) < 3:
+        while user.served(new) < 3:
             assert time.monotonic() - rotated < grace, user.seen
             time.sleep(0.2)
     finally:
         user.stop.set()
         user.join(timeout=30)
-    assert {status for _, _, status in user.seen} == {200}, user.seen
+    # Every answer was a 200 (or a per-client 429, status 0 here, that says nothing of keys).
+    assert {status for _, _, status, _ in user.seen} <= {200, 0}, user.seen
 
     # After the grace period the old key is refused, and not a moment before it ended.
     refused, _ = poll(
         lambda: mcp_call(client, old), lambda r: r.status_code == 401, grace + 20, every=2
     )
-    assert refused.status_code == 401
+    assert refused.status_code == 401, refused.text
     assert time.monotonic() - started >= grace
-    assert mcp_call(client, new).status_code == 200
+    assert within_client_limit(lambda: mcp_call(client, new)).status_code == 200
 
     # The key is in no log: the journals, the service's output, the audit log, /var/log.
     for host in ("edge", "app-blue", "app-green", "data"):
         logs = logs_since(lab, host, since)
-        assert old not in logs and new not in logs, host
+        logged = old in logs or new in logs
+        assert not logged, host
         found = ssh(lab, host, "grep -rlF -f - /var/log", stdin=f"{old}\n{new}\n")
         assert found.returncode == 1, (host, found.stdout)
     audit = ssh(
@@ -281,13 +321,14 @@ def test_rotate_key_a_client_switching_within_the_grace_period_never_sees_a_401(
         "WHERE occurred_at > now() - interval '15 minutes'\"",
     )
     assert f'key.rotate {{"name": "env:current", "prefix": "{new[:8]}"' in audit.stdout
-    assert old not in audit.stdout and new not in audit.stdout
+    audited = old in audit.stdout or new in audit.stdout
+    assert not audited
 
     # A redeploy writes the new key into the hosts' environment and revives nothing.
     deploy()
     key_restored["deployed"] = True
-    assert mcp_call(client, new).status_code == 200
-    assert mcp_call(client, old).status_code == 401
+    assert within_client_limit(lambda: mcp_call(client, new)).status_code == 200
+    assert within_client_limit(lambda: mcp_call(client, old)).status_code == 401
 
 
 # -- maintenance mode ------------------------------------------------------------------------
@@ -338,7 +379,7 @@ def test_maintenance_answers_mcp_and_api_routes_with_503_while_health_stays_true
     result = ops("maintenance", "off")
     assert result.returncode == 0, result.stderr
     assert "maintenance off" in result.stdout
-    assert mcp_call(client, key).status_code == 200
+    assert within_client_limit(lambda: mcp_call(client, key)).status_code == 200
     status = ops("maintenance", "status", "--json")
     assert [(s["host"], s["on"]) for s in json.loads(status.stdout)] == [("edge", False)]
     # Toggled without touching nginx: the same processes served throughout.
