@@ -15,7 +15,7 @@ import typer
 from docker.errors import DockerException
 from rich.console import Console
 
-from mcpdeploy import support
+from mcpdeploy import access, support
 from mcpdeploy.engine import EngineError, docker_client
 from mcpdeploy.fleet import FleetError, health_from_edge, lab_fleet, running_image
 from mcpdeploy.lab import Lab, topology
@@ -47,6 +47,7 @@ app.add_typer(lab_app, name="lab")
 register_preflight(app)
 app.add_typer(ops_app, name="ops")
 support.register(ops_app)
+access.register(ops_app)
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
