@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
 
+from mcpdeploy.console import fail, out, step
 from mcpdeploy.credentials import NAMES, state_dir
 from mcpdeploy.engine import Progress, no_progress
 from mcpdeploy.fleet import AppHost, Fleet, FleetError, lab_fleet
@@ -314,31 +314,20 @@ def set_maintenance(
 
 # -- the commands ---------------------------------------------------------------------------
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
 
 StackOption = Annotated[
     str, typer.Option("--stack", "-s", help="Only the lab for now (its hosts over SSH).")
 ]
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _progress(message: str) -> None:
-    err.print(f"[cyan]==>[/cyan] {message}", soft_wrap=True)
-
-
 def _lab(stack: str, by_hand: str) -> tuple[Settings, Fleet]:
     """The lab's settings and fleet; any other stack is refused with what to do instead."""
     if stack != "lab":
-        raise _fail(f"ops drives the lab's hosts only for now; for {stack}, {by_hand}", 2)
+        raise fail(f"ops drives the lab's hosts only for now; for {stack}, {by_hand}", 2)
     try:
         return load_settings(stack), lab_fleet()
     except SettingsError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
 
 
 T = TypeVar("T")
@@ -348,7 +337,7 @@ def _guarded(action: Callable[[], T]) -> T:
     try:
         return action()
     except (AccessError, FleetError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 _BY_HAND_SWITCH = "run 'docker exec mcp-service mcp-service {}' on one app host"
@@ -362,7 +351,7 @@ def disable_command(stack: StackOption = "lab") -> None:
     `/health/mcp` reports `"disabled"`; nothing restarts. Undo: `mcpdeploy ops enable`.
     """
     settings, fleet = _lab(stack, _BY_HAND_SWITCH.format("disable"))
-    state = _guarded(lambda: set_kill_switch(fleet, settings.active_color, False, _progress))
+    state = _guarded(lambda: set_kill_switch(fleet, settings.active_color, False, step))
     out.print(
         f"MCP API disabled (mcp_enabled=false, set from {state.host}): MCP calls answer 503 "
         'on every app host within 5 s; /health/mcp reports "disabled". '
@@ -378,7 +367,7 @@ def enable_command(stack: StackOption = "lab") -> None:
     of a healthy app host (the active color's first).
     """
     settings, fleet = _lab(stack, _BY_HAND_SWITCH.format("enable"))
-    state = _guarded(lambda: set_kill_switch(fleet, settings.active_color, True, _progress))
+    state = _guarded(lambda: set_kill_switch(fleet, settings.active_color, True, step))
     out.print(
         f"MCP API enabled (mcp_enabled=true, set from {state.host}): every app host serves "
         "MCP calls again within 5 s",
@@ -414,7 +403,7 @@ def rotate_key_command(
     )
     hours = settings.api_key_grace_hours if grace_hours is None else grace_hours
     path = key_file(stack)
-    rotation = _guarded(lambda: rotate_key(fleet, settings.active_color, path, hours, _progress))
+    rotation = _guarded(lambda: rotate_key(fleet, settings.active_color, path, hours, step))
     until = rotation.old_valid_until.strftime("%Y-%m-%d %H:%M:%S UTC")
     out.print(
         f"new API key (prefix {rotation.new_prefix}, issued on {rotation.host}) is in "
@@ -458,13 +447,13 @@ def maintenance_on(stack: StackOption = "lab") -> None:
     how it really is. Checked through each edge's nginx. Undo: `ops maintenance off`.
     """
     settings, fleet = _lab(stack, _BY_HAND_FLAG)
-    _show(_guarded(lambda: set_maintenance(fleet, True, settings.domain, _progress)))
+    _show(_guarded(lambda: set_maintenance(fleet, True, settings.domain, step)))
 
 
 def maintenance_off(stack: StackOption = "lab") -> None:
     """Serve MCP and API routes again: removes the edge's maintenance flag (no reload)."""
     settings, fleet = _lab(stack, _BY_HAND_FLAG)
-    _show(_guarded(lambda: set_maintenance(fleet, False, settings.domain, _progress)))
+    _show(_guarded(lambda: set_maintenance(fleet, False, settings.domain, step)))
 
 
 def maintenance_status_command(

@@ -13,9 +13,9 @@ from typing import Annotated
 
 import typer
 from docker.errors import DockerException
-from rich.console import Console
 
 from mcpdeploy import access, support
+from mcpdeploy.console import fail, out, step
 from mcpdeploy.engine import EngineError, docker_client
 from mcpdeploy.fleet import FleetError, health_from_edge, lab_fleet, running_image
 from mcpdeploy.lab import Lab, topology
@@ -49,29 +49,18 @@ app.add_typer(ops_app, name="ops")
 support.register(ops_app)
 access.register(ops_app)
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
 
 StackOption = Annotated[
     str, typer.Option("--stack", "-s", help="Stack name: reads Pulumi.STACK.yaml.")
 ]
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _progress(message: str) -> None:
-    err.print(f"[cyan]==>[/cyan] {message}", soft_wrap=True)
-
-
 def _lab() -> Lab:
     try:
         settings = load_settings("lab")
     except SettingsError as exc:
-        raise _fail(str(exc), 2) from None
-    return Lab(topology(settings), progress=_progress)
+        raise fail(str(exc), 2) from None
+    return Lab(topology(settings), progress=step)
 
 
 @config_app.command("check")
@@ -84,7 +73,7 @@ def config_check(stack: StackOption) -> None:
     try:
         settings = load_settings(stack)
     except SettingsError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
     out.print_json(json.dumps(settings.masked()))
 
 
@@ -101,9 +90,9 @@ def lab_up() -> None:
     try:
         lab.up()
     except EngineError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except DockerException as exc:
-        raise _fail(f"the Docker engine refused: {exc}") from None
+        raise fail(f"the Docker engine refused: {exc}") from None
 
 
 @lab_app.command("down")
@@ -117,8 +106,8 @@ def lab_down() -> None:
     try:
         removed = lab.down()
     except EngineError as exc:
-        raise _fail(str(exc)) from None
-    _progress(f"removed {len(removed)} lab object(s)" if removed else "no lab to remove")
+        raise fail(str(exc)) from None
+    step(f"removed {len(removed)} lab object(s)" if removed else "no lab to remove")
 
 
 @lab_app.command("status")
@@ -163,9 +152,9 @@ def lab_ssh(
     try:
         lab.topo.host(host)
     except KeyError as exc:
-        raise _fail(str(exc.args[0]), 2) from None
+        raise fail(str(exc.args[0]), 2) from None
     if not lab.ssh_config.exists():
-        raise _fail("the lab has no SSH config yet: run 'mcpdeploy lab up'")
+        raise fail("the lab has no SSH config yet: run 'mcpdeploy lab up'")
     argv = ["ssh", "-F", str(lab.ssh_config), host, *ctx.args]
     sys.stdout.flush()
     os.execvp("ssh", argv)  # noqa: S606 - hands the terminal to ssh
@@ -185,19 +174,19 @@ def switch_command(
     and `pulumi up`.
     """
     if stack != "lab":
-        raise _fail(
+        raise fail(
             f"switch drives stacks with an edge host and this CLI knows the lab's only: for "
             f"{stack}, set mcpdeploy:activeColor in Pulumi.{stack}.yaml and deploy the edge "
             f"(pyinfra -y --limit edge hosts/{stack}.py deploy.py), or on AWS `pulumi up`",
             2,
         )
     if to not in COLORS:
-        raise _fail(f"--to {to!r}: blue or green", 2)
+        raise fail(f"--to {to!r}: blue or green", 2)
     fleet = lab_fleet()
     try:
-        switch(stack, to, fleet.app_hosts(), list(fleet.ssh), fleet.inventory, progress=_progress)
+        switch(stack, to, fleet.app_hosts(), list(fleet.ssh), fleet.inventory, progress=step)
     except (SwitchError, SettingsError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 @app.command("status")
@@ -211,7 +200,7 @@ def status_command(
     active color is not healthy.
     """
     if stack != "lab":
-        raise _fail(f"status knows the lab's hosts only; for {stack} use testinfra", 2)
+        raise fail(f"status knows the lab's hosts only; for {stack} use testinfra", 2)
     lab = _lab()
     settings = load_settings(stack)
     fleet = lab_fleet()
@@ -220,7 +209,7 @@ def status_command(
     try:
         health = health_from_edge(ssh, "edge", settings.domain, hosts)
     except FleetError as exc:
-        raise _fail(f"{exc} (is the lab up and deployed? mcpdeploy lab status)") from None
+        raise fail(f"{exc} (is the lab up and deployed? mcpdeploy lab status)") from None
     doc = {
         "stack": stack,
         "active_color": settings.active_color,

@@ -28,6 +28,7 @@ from urllib.parse import quote
 import typer
 
 from mcpdeploy import support_probe
+from mcpdeploy.console import fail, out, step
 from mcpdeploy.credentials import DATABASE, stack_credentials, state_dir
 from mcpdeploy.fleet import Fleet, FleetError, FleetHost, health_from_edge, lab_fleet
 from mcpdeploy.settings import COLORS, Settings, SettingsError, load_settings
@@ -835,17 +836,9 @@ StackOption = Annotated[str, typer.Option("--stack", "-s", help="Only the lab fo
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable.")]
 
 
-def _cli() -> Any:
-    # cli.py imports this module; its console helpers are there once it has loaded.
-    from mcpdeploy import cli
-
-    return cli
-
-
 def _fleet(stack: str, verb: str) -> tuple[Fleet, Settings]:
-    cli = _cli()
     if stack != "lab":
-        raise cli._fail(
+        raise fail(
             f"ops {verb} knows the lab's hosts only for now; on {stack}'s hosts use the "
             f"procedures in docs/operations.md (the same units and mcp-restore run there)",
             2,
@@ -853,7 +846,7 @@ def _fleet(stack: str, verb: str) -> tuple[Fleet, Settings]:
     try:
         settings = load_settings(stack)
     except SettingsError as exc:
-        raise cli._fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
     return lab_fleet(), settings
 
 
@@ -872,24 +865,23 @@ def backup_command(as_json: JsonOption = False, stack: StackOption = "lab") -> N
     the mcp_* site settings and the deployment's settings) and prints the dump it wrote
     and its size. `ops restore --from NAME` takes that name.
     """
-    cli = _cli()
     fleet, _ = _fleet(stack, "backup")
-    cli._progress(f"running {BACKUP_UNIT} on the data host")
+    step(f"running {BACKUP_UNIT} on the data host")
     try:
         result = backup(fleet)
     except (SupportError, FleetError) as exc:
-        raise cli._fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
-        cli.out.print_json(json.dumps(result))
+        out.print_json(json.dumps(result))
         return
-    cli.out.print(
+    out.print(
         f"backup written on {result['host']}: {result['file']} ({human_size(result['bytes'])}, "
         f"sha256 {result['sha256'][:16]}...)",
         soft_wrap=True,
     )
     if "config" in result:
         config = f"{result['config']} ({human_size(result['config_bytes'])})"
-        cli.out.print(f"configuration: {config}", soft_wrap=True)
+        out.print(f"configuration: {config}", soft_wrap=True)
 
 
 def restore_command(
@@ -914,13 +906,12 @@ def restore_command(
     as they were, so the service's runtime role keeps working. Uses mcp-restore on the
     data host.
     """
-    cli = _cli()
     fleet, settings = _fleet(stack, "restore")
-    cli._progress(f"restoring {source} on the data host (safety backup first)")
+    step(f"restoring {source} on the data host (safety backup first)")
     try:
         report = restore(fleet, source, force)
     except (SupportError, FleetError) as exc:
-        raise cli._fail(str(exc)) from None
+        raise fail(str(exc)) from None
     report["cache_invalidated_on"] = invalidate_cache(fleet, settings)
     try:
         report["health"] = health_from_edge(
@@ -929,11 +920,11 @@ def restore_command(
     except FleetError as exc:
         report["health"] = {"edge": str(exc)}
     if as_json:
-        cli.out.print_json(json.dumps(report))
+        out.print_json(json.dumps(report))
     else:
-        cli.out.print(render_restore(report), soft_wrap=True)
+        out.print(render_restore(report), soft_wrap=True)
     if any(status != 200 for status in report["health"].values()):
-        raise cli._fail("restored, but not every app host answers /health/mcp 200: ops check")
+        raise fail("restored, but not every app host answers /health/mcp 200: ops check")
 
 
 def render_restore(report: Mapping[str, Any]) -> str:
@@ -973,13 +964,12 @@ def check_command(
     against the settings, certificate expiry (edge and app hosts), and the image each
     color runs.
     """
-    cli = _cli()
     fleet, settings = _fleet(stack, "check")
     checks = run_checks(fleet, settings, minutes)
     if as_json:
-        cli.out.print_json(json.dumps(report_json(stack, settings, checks)))
+        out.print_json(json.dumps(report_json(stack, settings, checks)))
     else:
-        cli.out.print(render_report(stack, settings, checks), soft_wrap=True, markup=False)
+        out.print(render_report(stack, settings, checks), soft_wrap=True, markup=False)
     if any(c.status == "fail" for c in checks):
         raise typer.Exit(1)
 
@@ -1007,12 +997,11 @@ def bundle_command(
     private keys, URL userinfo, Bearer tokens, password= values) is replaced by
     [redacted]. Exit 1 when a host could not be collected (the bundle has the others).
     """
-    cli = _cli()
     fleet, settings = _fleet(stack, "bundle")
     try:
-        path, errors = bundle(fleet, settings, output, minutes, cli._progress)
+        path, errors = bundle(fleet, settings, output, minutes, step)
     except (SupportError, OSError) as exc:
-        raise cli._fail(str(exc)) from None
-    cli.out.print(f"support bundle: {path} ({human_size(path.stat().st_size)}, mode 0600)")
+        raise fail(str(exc)) from None
+    out.print(f"support bundle: {path} ({human_size(path.stat().st_size)}, mode 0600)")
     if errors:
-        raise cli._fail("not collected: " + "; ".join(f"{h}: {e}" for h, e in errors.items()))
+        raise fail("not collected: " + "; ".join(f"{h}: {e}" for h, e in errors.items()))

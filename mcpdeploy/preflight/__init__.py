@@ -20,10 +20,10 @@ from typing import Annotated
 from urllib.parse import quote
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from mcpdeploy.console import fail, out, step
 from mcpdeploy.credentials import NAMES, state_dir
 from mcpdeploy.engine import Progress, no_progress
 from mcpdeploy.fleet import Fleet, lab_fleet
@@ -192,16 +192,13 @@ def register(app: typer.Typer) -> None:
         domain, days left); the image in the registry and its scan report. Each says pass,
         warn or fail, with the fix. Exits 1 when any check fails (docs/preflight.md).
         """
-        from mcpdeploy.cli import _fail, _progress  # the CLI imports this module first
-
         try:
             checks = run_preflight(
-                stack, image, scan_file=scan, progress=no_progress if as_json else _progress
+                stack, image, scan_file=scan, progress=no_progress if as_json else step
             )
         except PreflightError as exc:
-            raise _fail(str(exc), 2) from None
+            raise fail(str(exc), 2) from None
         failed = any(c.status == "fail" for c in checks)
-        out = Console(highlight=False)
         if as_json:
             doc = {"stack": stack, "ok": not failed, "checks": [asdict(c) for c in checks]}
             out.print_json(json.dumps(doc))
