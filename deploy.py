@@ -12,6 +12,7 @@ from pydantic import HttpUrl
 from pyinfra import host, inventory
 from pyinfra.operations import files
 
+from mcpdeploy.access import MAINTENANCE_FLAG
 from mcpdeploy.credentials import DATABASE, host_tls, stack_ca, stack_credentials
 from mcpdeploy.images import release_image
 from mcpdeploy.lab.topology import REGISTRY_NAME, REGISTRY_PORT
@@ -161,6 +162,7 @@ if host.data.role == "edge":
         },
         timeouts=settings.timeouts,
         max_request_bytes=settings.max_request_bytes,
+        maintenance_flag=MAINTENANCE_FLAG,
     )
 
 # Maintenance: the guide's Maintenance Procedures as hardened systemd timers on every host

@@ -14,11 +14,13 @@ from typing import Annotated
 
 import typer
 from docker.errors import DockerException
-from rich.console import Console
 
+from mcpdeploy import access, support
+from mcpdeploy.console import fail, out, step
 from mcpdeploy.engine import EngineError, docker_client
 from mcpdeploy.fleet import FleetError, health_from_edge, lab_fleet, running_image
 from mcpdeploy.lab import Lab, topology
+from mcpdeploy.preflight import register as register_preflight
 from mcpdeploy.release import ReleaseError, release, rollback, rolling_deploy
 from mcpdeploy.releaselog import LockError, ReleaseStore
 from mcpdeploy.settings import COLORS, SettingsError, load_settings
@@ -38,32 +40,30 @@ lab_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
+ops_app = typer.Typer(
+    help="Day-2 operations: the guide's procedures as commands.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 app.add_typer(config_app, name="config")
 app.add_typer(lab_app, name="lab")
+register_preflight(app)
+app.add_typer(ops_app, name="ops")
+support.register(ops_app)
+access.register(ops_app)
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
 
 StackOption = Annotated[
     str, typer.Option("--stack", "-s", help="Stack name: reads Pulumi.STACK.yaml.")
 ]
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _progress(message: str) -> None:
-    err.print(f"[cyan]==>[/cyan] {message}", soft_wrap=True)
-
-
 def _lab() -> Lab:
     try:
         settings = load_settings("lab")
     except SettingsError as exc:
-        raise _fail(str(exc), 2) from None
-    return Lab(topology(settings), progress=_progress)
+        raise fail(str(exc), 2) from None
+    return Lab(topology(settings), progress=step)
 
 
 @config_app.command("check")
@@ -76,7 +76,7 @@ def config_check(stack: StackOption) -> None:
     try:
         settings = load_settings(stack)
     except SettingsError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
     out.print_json(json.dumps(settings.masked()))
 
 
@@ -93,9 +93,9 @@ def lab_up() -> None:
     try:
         lab.up()
     except EngineError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except DockerException as exc:
-        raise _fail(f"the Docker engine refused: {exc}") from None
+        raise fail(f"the Docker engine refused: {exc}") from None
 
 
 @lab_app.command("down")
@@ -109,8 +109,8 @@ def lab_down() -> None:
     try:
         removed = lab.down()
     except EngineError as exc:
-        raise _fail(str(exc)) from None
-    _progress(f"removed {len(removed)} lab object(s)" if removed else "no lab to remove")
+        raise fail(str(exc)) from None
+    step(f"removed {len(removed)} lab object(s)" if removed else "no lab to remove")
 
 
 @lab_app.command("status")
@@ -155,9 +155,9 @@ def lab_ssh(
     try:
         lab.topo.host(host)
     except KeyError as exc:
-        raise _fail(str(exc.args[0]), 2) from None
+        raise fail(str(exc.args[0]), 2) from None
     if not lab.ssh_config.exists():
-        raise _fail("the lab has no SSH config yet: run 'mcpdeploy lab up'")
+        raise fail("the lab has no SSH config yet: run 'mcpdeploy lab up'")
     argv = ["ssh", "-F", str(lab.ssh_config), host, *ctx.args]
     sys.stdout.flush()
     os.execvp("ssh", argv)  # noqa: S606 - hands the terminal to ssh
@@ -177,24 +177,24 @@ def switch_command(
     and `pulumi up`.
     """
     if stack != "lab":
-        raise _fail(
+        raise fail(
             f"switch drives stacks with an edge host and this CLI knows the lab's only: for "
             f"{stack}, set mcpdeploy:activeColor in Pulumi.{stack}.yaml and deploy the edge "
             f"(pyinfra -y --limit edge hosts/{stack}.py deploy.py), or on AWS `pulumi up`",
             2,
         )
     if to not in COLORS:
-        raise _fail(f"--to {to!r}: blue or green", 2)
+        raise fail(f"--to {to!r}: blue or green", 2)
     fleet = lab_fleet()
     try:
-        switch(fleet, to, progress=_progress)
+        switch(fleet, to, progress=step)
     except (SwitchError, SettingsError, FleetError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _lab_only(stack: str, verb: str) -> None:
     if stack != "lab":
-        raise _fail(
+        raise fail(
             f"{verb} drives stacks with an edge host and this CLI knows the lab's inventory "
             f"only; for AWS stacks see docs/releases.md",
             2,
@@ -240,15 +240,15 @@ def release_command(
     """
     _lab_only(stack, "release")
     try:
-        report = release(lab_fleet(), image, break_lock=break_lock, progress=_progress)
+        report = release(lab_fleet(), image, break_lock=break_lock, progress=step)
     except (ReleaseError, LockError, SettingsError, FleetError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except KeyboardInterrupt:
-        raise _fail(
+        raise fail(
             "interrupted: the lock is released; mcpdeploy status shows what serves", 130
         ) from None
     if report.outcome != "kept":
-        raise _fail(
+        raise fail(
             f"rolled back: {report.error}; {report.from_color} serves again, {report.to_color} "
             f"keeps {report.image} for inspection"
         )
@@ -268,9 +268,9 @@ def rollback_command(
     """
     _lab_only(stack, "rollback")
     try:
-        rollback(lab_fleet(), break_lock=break_lock, progress=_progress)
+        rollback(lab_fleet(), break_lock=break_lock, progress=step)
     except (ReleaseError, LockError, SettingsError, FleetError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 @app.command("deploy")
@@ -294,21 +294,21 @@ def deploy_command(
     """
     _lab_only(stack, "deploy")
     if color not in COLORS:
-        raise _fail(f"--color {color!r}: blue or green", 2)
+        raise fail(f"--color {color!r}: blue or green", 2)
     if not rolling:
-        raise _fail("only rolling deploys are supported: drop --no-rolling", 2)
+        raise fail("only rolling deploys are supported: drop --no-rolling", 2)
     fleet = lab_fleet()
     try:
         settings = load_settings(stack)
         store = ReleaseStore(fleet)
         holder = store.acquire(f"deploy {color}", settings.release.lock_timeout_minutes)
         try:
-            hosts = rolling_deploy(fleet, color, progress=_progress)
+            hosts = rolling_deploy(fleet, color, progress=step)
         finally:
             store.release(holder)
     except (ReleaseError, LockError, SettingsError, FleetError) as exc:
-        raise _fail(str(exc)) from None
-    _progress(f"{color}: {', '.join(hosts)} deployed and ready")
+        raise fail(str(exc)) from None
+    step(f"{color}: {', '.join(hosts)} deployed and ready")
 
 
 def _release_line(record: dict) -> dict:
@@ -331,7 +331,7 @@ def status_command(
     release log on the edge. Exits 1 when a host of the active color is not healthy.
     """
     if stack != "lab":
-        raise _fail(f"status knows the lab's hosts only; for {stack} use testinfra", 2)
+        raise fail(f"status knows the lab's hosts only; for {stack} use testinfra", 2)
     lab = _lab()
     settings = load_settings(stack)
     fleet = lab_fleet()
@@ -340,7 +340,7 @@ def status_command(
     try:
         health = health_from_edge(ssh, "edge", settings.domain, hosts)
     except FleetError as exc:
-        raise _fail(f"{exc} (is the lab up and deployed? mcpdeploy lab status)") from None
+        raise fail(f"{exc} (is the lab up and deployed? mcpdeploy lab status)") from None
     store = ReleaseStore(fleet)
     holder = store.holder()
     doc = {

@@ -412,6 +412,8 @@ class Settings(Model):
     timeouts: Timeouts = Timeouts()
     retention: Retention = Retention()
     alert_webhook: Webhook | None = None
+    # Guide, API Key Rotation (done with no 401): how long `ops rotate-key` keeps the old key.
+    api_key_grace_hours: float = Field(24.0, gt=0, le=720)
     journald_max_use: Size = "500M"
     lab: Lab = Lab()
     aws: Aws = Aws()

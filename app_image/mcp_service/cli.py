@@ -32,7 +32,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the HTTP service (uvicorn; MCP_WORKERS workers)")
-    sub.add_parser("migrate", help="apply pending SQL migrations (advisory-locked)")
+    migrate_parser = sub.add_parser(
+        "migrate",
+        help="apply pending SQL migrations (advisory-locked), or show them with --plan",
+        description="Apply pending migrations of a phase: expand (additive, run before a"
+        " switch) or contract (removes what an older release may use, run after it), or all"
+        " (the default). --plan prints what is applied and pending as JSON and changes nothing.",
+    )
+    mode = migrate_parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--phase",
+        choices=("expand", "contract", "all"),
+        default="all",
+        help="which pending migrations to apply (default: all)",
+    )
+    mode.add_argument(
+        "--plan",
+        action="store_true",
+        help='print {"applied": [names], "pending": [{"name", "phase"}]}; change nothing',
+    )
     sub.add_parser("seed", help="insert initial settings and content where missing")
     sub.add_parser("disable", help="emergency kill switch: MCP calls answer 503 within 5 s")
     sub.add_parser("enable", help="turn the MCP API back on")
@@ -85,10 +103,14 @@ def _run(command: str, args: argparse.Namespace) -> int:
     )
     configure_logging(settings.log_level)
     if command == "migrate":
-        from mcp_service.migrate import migrate
+        from mcp_service.migrate import migrate, plan
 
-        applied = migrate(settings.database_url, settings.runtime_role)
-        _print({"applied": applied})
+        if args.plan:
+            _print(plan(settings.database_url))
+        else:
+            _print(
+                {"applied": migrate(settings.database_url, settings.runtime_role, phase=args.phase)}
+            )
     elif command == "seed":
         from mcp_service.seed import seed
 

@@ -1,3 +1,4 @@
+-- phase: expand
 -- Content model of the RailsPress MCP API: users, posts, pages, taxonomy.
 CREATE TABLE users (
     id          bigserial PRIMARY KEY,

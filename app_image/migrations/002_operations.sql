@@ -1,3 +1,4 @@
+-- phase: expand
 -- Operational tables: site settings (kill switch, cache TTL), API keys, audit log.
 CREATE TABLE site_settings (
     id          bigserial PRIMARY KEY,

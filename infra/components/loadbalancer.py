@@ -43,7 +43,8 @@ class LoadBalancer(pulumi.ComponentResource):
     ``/health/mcp``. With a hosted zone the domain gets an alias record to the ALB.
 
     Outputs: ``dns_name``, ``zone_id`` (the ALB's), ``arn_suffix``, ``target_group_arns``
-    and ``target_group_arn_suffixes`` (color → value), ``logs_bucket``.
+    and ``target_group_arn_suffixes`` (color → value), ``https_listener_arn`` (what a
+    switch checks), ``logs_bucket``.
     """
 
     def __init__(
@@ -116,7 +117,7 @@ class LoadBalancer(pulumi.ComponentResource):
             color: (100 - idle_weight if color == args.active_color else idle_weight)
             for color in COLORS
         }
-        aws.lb.Listener(
+        https = aws.lb.Listener(
             f"{name}-https",
             load_balancer_arn=alb.arn,
             port=443,
@@ -174,6 +175,7 @@ class LoadBalancer(pulumi.ComponentResource):
         self.arn_suffix = alb.arn_suffix
         self.target_group_arns = {color: tg.arn for color, tg in groups.items()}
         self.target_group_arn_suffixes = {color: tg.arn_suffix for color, tg in groups.items()}
+        self.https_listener_arn = https.arn
         self.logs_bucket = logs.bucket
         self.register_outputs(
             {
@@ -182,6 +184,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 "arn_suffix": self.arn_suffix,
                 "target_group_arns": self.target_group_arns,
                 "target_group_arn_suffixes": self.target_group_arn_suffixes,
+                "https_listener_arn": self.https_listener_arn,
                 "logs_bucket": self.logs_bucket,
             }
         )

@@ -6,15 +6,23 @@ color's app hosts over verified HTTPS, and replaces ``X-Forwarded-For`` with the
 address. Rate limits are applied per client on the app hosts, which trust only the edge
 (docs/edge.md). A switch is a config change checked by ``nginx -t`` and a reload, which
 lets in-flight requests finish on the old workers: no connection is dropped.
+
+Maintenance mode (``mcpdeploy ops maintenance on|off``, docs/operations.md) is a flag file
+that nginx tests on every API request: the edge then answers ``/api/`` itself with a 503,
+a JSON-RPC error body and ``Retry-After``, while ``/health*`` still reach the active color.
+Toggling it writes or removes the file only: no reload, and a deploy leaves it as it is.
 """
 
 from __future__ import annotations
 
+import json
+import posixpath
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pyinfra.api import deploy
+from pyinfra.operations import files
 
 from roles.nginx import MOZILLA_INTERMEDIATE, TLS_DIR, site, template_env
 from roles.nginx import TEMPLATES as NGINX_TEMPLATES
@@ -25,6 +33,18 @@ SITE_CONF = "/etc/nginx/sites-available/mcp-edge"
 UPSTREAM_CA = "upstream-ca.crt"
 MAX_FAILS = 3
 FAIL_TIMEOUT = 10
+# Maintenance answers: when to come back, and the body an MCP client parses (the service's
+# own "unavailable" error code, -32004, with data.maintenance telling the two apart).
+MAINTENANCE_RETRY_AFTER_SECONDS = 300
+MAINTENANCE_BODY = {
+    "jsonrpc": "2.0",
+    "id": None,
+    "error": {
+        "code": -32004,
+        "message": "The MCP API is down for maintenance; retry later",
+        "data": {"maintenance": True, "retry_after": MAINTENANCE_RETRY_AFTER_SECONDS},
+    },
+}
 
 
 def render_edge_config(
@@ -34,6 +54,7 @@ def render_edge_config(
     colors: Mapping[str, Sequence[str]],
     timeouts: Any,
     max_request_bytes: int,
+    maintenance_flag: str,
     extra_names: Sequence[str] = ("localhost", "127.0.0.1"),
     certificate_path: str = f"{TLS_DIR}/server.crt",
     key_path: str = f"{TLS_DIR}/server.key",
@@ -42,7 +63,8 @@ def render_edge_config(
     """The edge's nginx configuration as {path on the host: content}.
 
     ``colors`` maps each color to its app hosts' addresses; ``active_color`` must be one of
-    them and have at least one host, or nothing would serve.
+    them and have at least one host, or nothing would serve. While the file
+    ``maintenance_flag`` exists the edge answers ``/api/`` with the maintenance 503.
     """
     if not colors.get(active_color):
         raise ValueError(f"active color {active_color!r} has no app hosts in the inventory")
@@ -60,6 +82,9 @@ def render_edge_config(
         "ciphers": MOZILLA_INTERMEDIATE,
         "max_fails": MAX_FAILS,
         "fail_timeout": FAIL_TIMEOUT,
+        "maintenance_flag": maintenance_flag,
+        "maintenance_retry_after": MAINTENANCE_RETRY_AFTER_SECONDS,
+        "maintenance_body": json.dumps(MAINTENANCE_BODY, separators=(",", ":")),
     }
     return {
         HTTP_CONF: env.get_template("edge-http.conf.j2").render(data),
@@ -79,4 +104,13 @@ def edge(*, certificate_pem: str, key_pem: str, upstream_ca_pem: str, **config: 
         certificate_pem=certificate_pem,
         key_pem=key_pem,
         public_files={UPSTREAM_CA: upstream_ca_pem},
+    )
+    # Only the directory is managed: the flag in it is the operator's, and a deploy must
+    # neither remove it nor report a change because of it.
+    files.directory(
+        name="Maintenance flag directory (mcpdeploy ops maintenance writes the flag here)",
+        path=posixpath.dirname(config["maintenance_flag"]),
+        user="root",
+        group="root",
+        mode="0755",
     )

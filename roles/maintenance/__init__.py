@@ -447,8 +447,8 @@ def backups(
         apt.packages(name="Install boto3 for the S3 copy", packages=["python3-boto3"])
     _install_scripts(["backup.sh", "backup_upload.py"])
     files.put(
-        name=f"Install {RESTORE_COMMAND}: checksum-verified, single-transaction restore",
-        src=str(SCRIPTS / "restore.sh"),
+        name=f"Install {RESTORE_COMMAND}: checksum-verified, row-count-verified restore",
+        src=str(SCRIPTS / "restore.py"),
         dest=RESTORE_COMMAND,
         mode="0755",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -11,10 +12,17 @@ import pytest
 
 from mcpdeploy.lab.pki import LabCA
 from mcpdeploy.settings import load_settings
-from roles.edge import HTTP_CONF, SITE_CONF, render_edge_config
+from roles.edge import (
+    HTTP_CONF,
+    MAINTENANCE_BODY,
+    MAINTENANCE_RETRY_AFTER_SECONDS,
+    SITE_CONF,
+    render_edge_config,
+)
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 COLORS = {"blue": ["172.30.77.100", "172.30.77.101"], "green": ["172.30.77.120"]}
+FLAG = "/var/lib/mcp-edge/maintenance"
 
 
 def render(tmp_path: Path, **overrides) -> dict[str, str]:
@@ -27,6 +35,7 @@ def render(tmp_path: Path, **overrides) -> dict[str, str]:
         "colors": COLORS,
         "timeouts": settings.timeouts,
         "max_request_bytes": settings.max_request_bytes,
+        "maintenance_flag": FLAG,
         "certificate_path": str(cert),
         "key_path": str(key),
         "upstream_ca_path": str(ca.cert_path),
@@ -74,7 +83,7 @@ def test_both_colors_have_their_hosts_with_passive_health_checks(tmp_path):
 
 def test_app_hosts_are_verified_and_client_forwarding_is_replaced(tmp_path):
     site = render(tmp_path)[SITE_CONF]
-    assert site.count("proxy_ssl_verify on;") == 2
+    assert site.count("proxy_ssl_verify on;") == site.count("proxy_pass ") == 3
     assert "proxy_set_header X-Forwarded-For $remote_addr;" in site
     assert "$proxy_add_x_forwarded_for" not in site
 
@@ -84,9 +93,47 @@ def test_an_active_color_without_hosts_is_refused(tmp_path):
         render(tmp_path, active_color="green", colors={"blue": ["10.0.0.1"], "green": []})
 
 
+def blocks(text: str, opening: str) -> list[str]:
+    """The bodies of every block whose header starts with ``opening``, nested braces kept."""
+    found = []
+    for match in re.finditer(rf"^\s*{re.escape(opening)}[^{{;]*\{{", text, re.M):
+        depth, start = 1, match.end()
+        for index in range(start, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[index], 0)
+            if depth == 0:
+                found.append(text[start:index])
+                break
+    return found
+
+
 def test_upstream_security_headers_are_replaced_not_doubled(tmp_path):
     site = render(tmp_path)[SITE_CONF]
-    added = set(re.findall(r"add_header (\S+) ", site)) - {"X-MCP-Color"}
-    for location in re.findall(r"location [^{]+\{([^}]*)\}", site):
+    added = set(re.findall(r"add_header (\S+) ", site)) - {"X-MCP-Color", "Retry-After"}
+    for location in blocks(site, "location "):
         if "proxy_pass" in location:
             assert set(re.findall(r"proxy_hide_header (\S+);", location)) == added
+
+
+def test_maintenance_answers_the_api_itself_with_json_and_retry_after(tmp_path):
+    site = render(tmp_path)[SITE_CONF]
+    (api,) = blocks(site, "location /api/")
+    (flagged,) = blocks(api, "if ")
+    assert f"if (-f {FLAG})" in api
+    assert f"add_header Retry-After {MAINTENANCE_RETRY_AFTER_SECONDS} always;" in flagged
+    body = re.search(r"return 503 '(.*)';", flagged)[1]
+    assert json.loads(body) == MAINTENANCE_BODY
+    assert "default_type application/json;" in api
+    # The maintenance response carries the same security headers as every other one.
+    server_headers = set(re.findall(r"^    add_header (\S+) ", site, re.M)) - {"X-MCP-Color"}
+    assert server_headers <= set(re.findall(r"add_header (\S+) ", flagged))
+
+
+def test_health_is_never_behind_the_maintenance_flag(tmp_path):
+    config = render(tmp_path)
+    site = config[SITE_CONF]
+    assert site.count(f"if (-f {FLAG})") == 1 and FLAG not in config[HTTP_CONF]
+    (api,) = blocks(site, "location /api/")
+    others = [body for body in blocks(site, "location ") if body != api]
+    assert others and all(FLAG not in body for body in others)
+    # /health and /health/mcp: plain HTTP's own location, and HTTPS's catch-all.
+    assert len([body for body in others if "proxy_pass https://mcp_blue;" in body]) == 2

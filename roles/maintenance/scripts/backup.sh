@@ -7,9 +7,14 @@
 # copies the new files to S3 when MCP_BACKUP_BUCKET is set.
 set -eu
 dir=$1 database=$2 days=$3 deployment=$4
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
 umask 077
 cd "$dir"
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+# Two runs within a second (a backup, then a restore's safety backup) get two files.
+while [ -e "${database}_${stamp}.dump" ]; do
+    sleep 1
+    stamp=$(date -u +%Y%m%dT%H%M%SZ)
+done
 # A failed run leaves no half-written file behind.
 trap 'rm -f ".${database}_${stamp}.dump.partial" ".mcp_config_${stamp}.tar.gz.partial"' EXIT
 
@@ -21,9 +26,18 @@ sha256sum "$dump" > "$dump.sha256"
 
 config="mcp_config_${stamp}.tar.gz"
 work=$(mktemp -d)
-psql --no-psqlrc --tuples-only --no-align --set=ON_ERROR_STOP=1 --dbname="$database" \
-    --command="SELECT coalesce(json_object_agg(key, value ORDER BY key), '{}')
-               FROM site_settings WHERE key LIKE 'mcp\_%'" > "$work/mcp_settings.json"
+query() {
+    psql --no-psqlrc --tuples-only --no-align --set=ON_ERROR_STOP=1 --dbname="$database" \
+        --command="$1"
+}
+# A database without the service's schema (before its first migration, or emptied before a
+# restore) is still backed up; its settings are then empty.
+if [ "$(query "SELECT to_regclass('public.site_settings') IS NOT NULL")" = t ]; then
+    query "SELECT coalesce(json_object_agg(key, value ORDER BY key), '{}')
+           FROM site_settings WHERE key LIKE 'mcp\_%'" > "$work/mcp_settings.json"
+else
+    echo '{}' > "$work/mcp_settings.json"
+fi
 cp "$deployment" "$work/deployment.json"
 tar --create --gzip --file=".${config}.partial" --directory="$work" mcp_settings.json deployment.json
 rm -r "$work"

@@ -1,0 +1,281 @@
+"""Access operations without hosts: which host runs the service's command, what travels on
+a command line, how the key file is replaced, the maintenance flag's shell commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mcpdeploy import access
+from mcpdeploy.access import (
+    AccessError,
+    Maintenance,
+    flag_command,
+    parse_rotated_key,
+    read_flag,
+    rotate_key,
+    run_service,
+    service_hosts,
+    set_kill_switch,
+    store_key,
+)
+from mcpdeploy.cli import app
+from mcpdeploy.fleet import Fleet, FleetHost
+from mcpdeploy.settings import SettingsError, load_settings, parse_settings
+
+NEW_KEY = "f" * 8 + "0123456789abcdef" * 3 + "a" * 8
+OLD_KEY = "oldkey12" + "x" * 56
+
+
+@dataclass(frozen=True)
+class ScriptedFleet(Fleet):
+    """A fleet whose hosts answer from a script: {host: (exit code, stdout, stderr)}."""
+
+    replies: dict = field(default_factory=dict)
+    calls: list = field(default_factory=list)
+
+    def run(self, host, command, timeout=120, check=True):
+        self.calls.append((host, command))
+        code, stdout, stderr = self.replies.get(host, (0, "", ""))
+        return subprocess.CompletedProcess([host], code, stdout, stderr)
+
+
+def fleet(**replies) -> ScriptedFleet:
+    hosts = (
+        FleetHost("edge", "edge", None, "10.0.0.10"),
+        FleetHost("app-green", "app", "green", "10.0.0.120"),
+        FleetHost("app-blue", "app", "blue", "10.0.0.100"),
+        FleetHost("data", "data", None, "10.0.0.20"),
+    )
+    return ScriptedFleet("lab", ("ssh",), hosts, "hosts/lab.py", replies=dict(replies))
+
+
+def command_lines(f: ScriptedFleet) -> str:
+    return " ".join(c if isinstance(c, str) else " ".join(c) for _, c in f.calls)
+
+
+def test_the_active_colors_hosts_are_asked_first():
+    assert [h.name for h in service_hosts(fleet(), "blue")] == ["app-blue", "app-green"]
+    assert [h.name for h in service_hosts(fleet(), "green")] == ["app-green", "app-blue"]
+
+
+def test_a_failing_active_host_falls_back_to_the_other_color():
+    f = fleet(**{"app-blue": (1, "", "Error: No such container: mcp-service")})
+    host, _ = run_service(f, "blue", ["status"])
+    assert host == "app-green"
+    assert [h for h, _ in f.calls] == ["app-blue", "app-green"]
+    assert f.calls[0][1] == ["docker", "exec", "mcp-service", "mcp-service", "status"]
+
+
+def test_when_no_host_can_run_it_each_is_named_and_stdout_never_shown():
+    f = fleet(
+        **{
+            "app-blue": (2, json.dumps({"key": NEW_KEY}), "cannot reach PostgreSQL"),
+            "app-green": (255, "", "ssh: connect to host app-green: Connection refused"),
+        }
+    )
+    with pytest.raises(AccessError) as caught:
+        run_service(f, "blue", ["keys", "rotate"])
+    message = str(caught.value)
+    assert "app-blue: exit 2: cannot reach PostgreSQL" in message
+    assert "app-green: exit 255" in message and "journalctl -u mcp-service" in message
+    assert NEW_KEY not in message
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_kill_switch_reports_the_state_the_service_printed(enabled):
+    f = fleet(**{"app-blue": (0, json.dumps({"mcp_enabled": enabled}) + "\n", "")})
+    state = set_kill_switch(f, "blue", enabled)
+    assert (state.enabled, state.host) == (enabled, "app-blue")
+    assert f.calls[0][1][-1] == ("enable" if enabled else "disable")
+
+
+def test_a_kill_switch_that_did_not_change_is_an_error():
+    f = fleet(**{"app-blue": (0, '{"mcp_enabled": true}\n', "")})
+    with pytest.raises(AccessError, match="mcp_enabled=True, not False"):
+        set_kill_switch(f, "blue", False)
+
+
+def test_the_rotated_key_is_read_from_the_last_json_line():
+    output = 'log noise\n{"name": "env:current", "key": "%s", "previous_valid_hours": 1}\n'
+    assert parse_rotated_key(output % NEW_KEY) == NEW_KEY
+
+
+@pytest.mark.parametrize(
+    "output",
+    ["", "not json", '{"key": 5}', '{"key": "short"}', '{"key": "has a space in it......."}'],
+)
+def test_output_without_a_usable_key_is_refused_without_echoing_it(output):
+    with pytest.raises(AccessError, match="printed no usable key") as caught:
+        parse_rotated_key(output)
+    assert output not in str(caught.value) or not output
+
+
+def test_rotation_stores_the_new_key_root_only_and_never_puts_a_key_on_a_command_line(
+    tmp_path,
+):
+    path = tmp_path / "mcp-api-key"
+    path.write_text(OLD_KEY)
+    path.chmod(0o644)
+    f = fleet(**{"app-blue": (0, json.dumps({"name": "env:current", "key": NEW_KEY}), "")})
+    before = datetime.now(UTC)
+    rotation = rotate_key(f, "blue", path, 0.5)
+    assert path.read_text() == NEW_KEY
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert list(tmp_path.iterdir()) == [path]
+    assert (rotation.host, rotation.new_prefix, rotation.old_prefix) == (
+        "app-blue",
+        NEW_KEY[:8],
+        OLD_KEY[:8],
+    )
+    assert before + timedelta(minutes=30) <= rotation.old_valid_until
+    assert rotation.old_valid_until <= datetime.now(UTC) + timedelta(minutes=30)
+    (call,) = f.calls
+    assert call[1][-4:] == ["--name", "env:current", "--grace-hours", "0.5"]
+    assert NEW_KEY not in command_lines(f) and OLD_KEY not in command_lines(f)
+
+
+def test_rotation_without_a_key_file_changes_nothing(tmp_path):
+    f = fleet()
+    with pytest.raises(AccessError, match="deploy the stack first"):
+        rotate_key(f, "blue", tmp_path / "missing", 24)
+    assert f.calls == []
+
+
+def test_a_key_that_cannot_be_parsed_leaves_the_old_file_in_place(tmp_path):
+    path = tmp_path / "mcp-api-key"
+    path.write_text(OLD_KEY)
+    f = fleet(**{"app-blue": (0, "{}", "")})
+    with pytest.raises(AccessError):
+        rotate_key(f, "blue", path, 24)
+    assert path.read_text() == OLD_KEY
+
+
+def test_store_key_is_0600_whatever_the_umask_and_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "key"
+    previous = os.umask(0)
+    try:
+        store_key(path, NEW_KEY)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text() == NEW_KEY
+    assert [p.name for p in tmp_path.iterdir()] == ["key"]
+
+
+def sh(command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False)
+
+
+def test_the_flag_commands_set_and_clear_the_file_nginx_tests(tmp_path):
+    flag = tmp_path / "mcp-edge" / "maintenance"
+    flag.parent.mkdir()
+    assert (
+        sh(flag_command(True, "2026-01-01T00:00:00+00:00", "root@ops", str(flag))).returncode == 0
+    )
+    assert json.loads(flag.read_text()) == {"since": "2026-01-01T00:00:00+00:00", "by": "root@ops"}
+    assert stat.S_IMODE(flag.stat().st_mode) == 0o644
+    assert sh(flag_command(True, "later", "root@ops", str(flag))).returncode == 0
+    assert json.loads(flag.read_text())["since"] == "later"
+    assert [p.name for p in flag.parent.iterdir()] == ["maintenance"]
+    for _ in range(2):  # clearing twice is fine
+        assert sh(flag_command(False, "", "", str(flag))).returncode == 0
+        assert not flag.exists()
+
+
+def test_the_flag_is_refused_where_the_edge_role_never_made_its_directory(tmp_path):
+    command = flag_command(True, "now", "me", str(tmp_path / "absent" / "maintenance"))
+    assert sh(command).returncode == 3
+
+
+def test_a_quote_in_who_set_the_flag_stays_data(tmp_path):
+    flag = tmp_path / "maintenance"
+    assert sh(flag_command(True, "now", "o'brien $(touch x)", str(flag))).returncode == 0
+    assert json.loads(flag.read_text())["by"] == "o'brien $(touch x)"
+    assert not (Path.cwd() / "x").exists()
+
+
+def test_status_output_is_read_as_on_or_off():
+    shown = 'on\n{"since": "2026-01-01T00:00:00+00:00", "by": "root@ops"}\n'
+    assert read_flag("edge", shown) == Maintenance(
+        "edge", True, "2026-01-01T00:00:00+00:00", "root@ops"
+    )
+    assert read_flag("edge", "off\n") == Maintenance("edge", False)
+    assert read_flag("edge", "on\n") == Maintenance("edge", True)
+
+
+def test_the_grace_period_setting_defaults_to_a_day_and_must_be_positive():
+    assert load_settings("lab").api_key_grace_hours == 24
+    document = {
+        "config": {
+            "mcpdeploy:domain": "mcp.example.com",
+            "mcpdeploy:activeColor": "blue",
+            "mcpdeploy:image": "a/b:1",
+            "mcpdeploy:adminCidrs": ["10.0.0.0/8"],
+            "mcpdeploy:apiKeyGraceHours": 0,
+        }
+    }
+    with pytest.raises(SettingsError, match="mcpdeploy:apiKeyGraceHours"):
+        parse_settings(document)
+
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ops", "disable"],
+        ["ops", "enable"],
+        ["ops", "rotate-key"],
+        ["ops", "maintenance", "on"],
+        ["ops", "maintenance", "off"],
+        ["ops", "maintenance", "status"],
+    ],
+)
+def test_every_ops_command_refuses_a_stack_other_than_the_lab_and_says_what_to_do(argv):
+    result = runner.invoke(app, [*argv, "--stack", "prod"])
+    assert result.exit_code == 2, result.output
+    assert "lab's hosts only" in result.stderr and "for prod" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_negative_grace_period_is_refused_before_anything_runs():
+    result = runner.invoke(app, ["ops", "rotate-key", "--grace-hours", "-1"])
+    assert result.exit_code == 2
+
+
+def test_rotate_key_prints_where_the_key_is_and_never_the_key(tmp_path, monkeypatch):
+    path = tmp_path / "mcp-api-key"
+    path.write_text(OLD_KEY)
+    f = fleet(**{"app-blue": (0, json.dumps({"key": NEW_KEY}), "")})
+    monkeypatch.setattr(access, "lab_fleet", lambda: f)
+    monkeypatch.setattr(access, "key_file", lambda stack: path)
+    result = runner.invoke(app, ["ops", "rotate-key", "--grace-hours", "2"])
+    assert result.exit_code == 0, result.output
+    assert str(path) in result.stdout and "0600" in result.stdout
+    assert NEW_KEY not in result.output and OLD_KEY not in result.output
+    assert path.read_text() == NEW_KEY
+
+
+def test_a_failed_rotation_is_one_error_line(tmp_path, monkeypatch):
+    path = tmp_path / "mcp-api-key"
+    path.write_text(OLD_KEY)
+    f = fleet(**{"app-blue": (2, "", "cannot reach PostgreSQL"), "app-green": (2, "", "same")})
+    monkeypatch.setattr(access, "lab_fleet", lambda: f)
+    monkeypatch.setattr(access, "key_file", lambda stack: path)
+    result = runner.invoke(app, ["ops", "rotate-key"])
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output
+    assert "app-blue: exit 2: cannot reach PostgreSQL; trying app-green" in result.stderr
+    assert path.read_text() == OLD_KEY
+    assert f.calls[0][1][-1] == "24"  # the setting's default grace period
