@@ -31,6 +31,14 @@ from mcpdeploy.engine import Progress, no_progress
 from mcpdeploy.fleet import Fleet, FleetError, running_image
 from mcpdeploy.gates import GateResult, drain, gate_key, service_gates, testinfra_gate, watch
 from mcpdeploy.images import ImageError, release_image
+from mcpdeploy.migrations import (
+    MIGRATE_ENV_FILE,
+    MigrationPlanError,
+    contract_violations,
+    migration_plan,
+    one_shot_command,
+)
+from mcpdeploy.preflight import PreflightError, run_preflight
 from mcpdeploy.releaselog import Holder, LockError, ReleaseStore, operator
 from mcpdeploy.settings import Settings, stack_file
 from mcpdeploy.stackfile import StackFileError, edited, validated, write_atomically
@@ -62,6 +70,8 @@ class Report:
     gates: list[dict[str, Any]] = field(default_factory=list)
     drain: dict[str, int] | None = None
     watch: dict[str, Any] | None = None
+    preflight: list[dict[str, Any]] = field(default_factory=list)
+    contract: dict[str, Any] | None = None
 
     def step(self, name: str, started: float, **details: Any) -> None:
         self.steps.append({"step": name, "seconds": round(time.time() - started, 1), **details})
@@ -150,6 +160,24 @@ def release(
         except ImageError as exc:
             raise ReleaseError(f"image {image}: {exc}") from None
         report.step("resolve image", started, image=report.image)
+
+        started = time.time()
+        progress("preflight: the guide's pre-deployment checklist")
+        try:
+            checks = run_preflight(
+                fleet.stack, report.image, fleet=fleet, defer_contract=True, progress=progress
+            )
+        except PreflightError as exc:
+            raise ReleaseError(str(exc)) from None
+        report.preflight = [asdict(c) for c in checks]
+        failed = [c for c in checks if c.status == "fail"]
+        report.step("preflight", started)
+        if failed:
+            report.failed_step = "preflight"
+            raise ReleaseError(
+                "preflight failed: "
+                + "; ".join(f"{c.name}: {c.detail} (fix: {c.fix})" for c in failed)
+            )
         new_text = edited(original, {f"{idle}Image": report.image})
         write_atomically(path, new_text)
         progress(f"{idle}Image: {report.image}")
@@ -203,9 +231,21 @@ def release(
             report.error = report.watch["reason"]
             progress(f"{active} serves again; {idle} keeps {report.image} for inspection")
         else:
+            started = time.time()
+            report.contract = contract_phase(
+                fleet, new_hosts[0].name, report.image, report.previous_image, progress
+            )
+            report.step("contract migrations", started)
             report.outcome = "kept"
             progress(f"released: {idle} serves {report.image}")
-    except (ReleaseError, SwitchError, FleetError, StackFileError, LockError) as exc:
+    except (
+        ReleaseError,
+        SwitchError,
+        FleetError,
+        StackFileError,
+        LockError,
+        MigrationPlanError,
+    ) as exc:
         report.outcome = "failed"
         report.failed_step = report.failed_step or _next_step(report)
         report.error = str(exc)
@@ -227,7 +267,44 @@ def release(
     return report
 
 
-_STEPS = ("resolve image", "deploy", "gates", "switch", "watch")
+def contract_phase(
+    fleet: Fleet, host: str, image: str, previous_image: str | None, progress: Progress
+) -> dict[str, Any]:
+    """After a kept release: apply the pending contract migrations, or defer them.
+
+    Expand migrations ran with the deploy, before the switch (roles/app runs ``migrate
+    --phase expand``). Contract migrations remove what older code may use, so they run only
+    now, and only when every pending one already shipped in ``previous_image`` (the
+    rollback target): that image's code no longer needs what they remove. A contract
+    migration new in this release is deferred to the next one, never applied with the code
+    that stops using what it removes.
+    """
+    plan = migration_plan(fleet, host, image)
+    pending = plan.pending_in("contract")
+    if not pending:
+        return {"applied": [], "deferred": []}
+    shipped = migration_plan(fleet, host, previous_image).migrations if previous_image else set()
+    deferred = contract_violations(plan, shipped)
+    if deferred:
+        progress(
+            f"contract migrations deferred to the next release ({', '.join(pending)}): "
+            + deferred[0]
+        )
+        return {"applied": [], "deferred": pending, "reason": deferred}
+    progress(f"contract migrations: {', '.join(pending)}")
+    command = one_shot_command(image, MIGRATE_ENV_FILE, ["migrate", "--phase", "contract"])
+    result = fleet.run(host, command, timeout=600, check=False)
+    if result.returncode != 0:
+        tail = " / ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+        raise ReleaseError(
+            f"contract migrations {', '.join(pending)} failed on {host}: {tail}; the release "
+            f"stays (its code does not need them); fix and run `mcp-service migrate --phase "
+            f"contract` there"
+        )
+    return {"applied": pending, "deferred": []}
+
+
+_STEPS = ("resolve image", "preflight", "deploy", "gates", "switch", "watch")
 
 
 def _next_step(report: Report) -> str:

@@ -203,11 +203,12 @@ def app(
         # no-op, the marker keeps the deploy from reporting a change every time.
         if not host.get_fact(File, path=marker):
             server.shell(
-                name="Run the release's database migrations (one-shot container)",
+                # Contract migrations wait for `mcpdeploy release` (after its watch window).
+                name="Run the release's expand migrations (one-shot container)",
                 commands=[
                     "docker run --rm --read-only --tmpfs /tmp:rw,noexec,nosuid,size=16m "
                     f"--user {CONTAINER_USER} --cap-drop ALL --security-opt no-new-privileges "
-                    f"{ca_mount}--env-file {MIGRATE_ENV_FILE} {image} migrate "
+                    f"{ca_mount}--env-file {MIGRATE_ENV_FILE} {image} migrate --phase expand "
                     f"&& touch {marker}"
                 ],
             )

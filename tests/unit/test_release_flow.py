@@ -74,6 +74,16 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
 
     monkeypatch.setattr(release_module, "apply_edge", apply_edge)
     monkeypatch.setattr(release_module, "watch", lambda *a: calls["watch"])
+    monkeypatch.setattr(release_module, "run_preflight", lambda *a, **k: calls.get("preflight", []))
+    monkeypatch.setattr(
+        release_module, "contract_phase", lambda *a: {"applied": [], "deferred": []}
+    )
+    calls["deployed"] = []
+    monkeypatch.setattr(
+        release_module,
+        "rolling_deploy",
+        lambda fleet, color, progress: calls["deployed"].append(color) or [color],
+    )
     monkeypatch.setattr(
         release_module,
         "run_gates",
@@ -99,10 +109,12 @@ def test_a_kept_release_switches_records_and_unlocks(world):
     assert Store.last.records[-1]["outcome"] == "kept" and not Store.last.held
     assert [s["step"] for s in Store.last.records[-1]["steps"]] == [
         "resolve image",
+        "preflight",
         "deploy",
         "gates",
         "switch",
         "watch",
+        "contract migrations",
     ]
 
 
@@ -161,3 +173,16 @@ def test_a_lock_is_stale_when_old_or_its_process_is_gone():
     assert "is gone" in staleness(gone, 60, now)
     elsewhere = Holder("t", "me", "another-host", 1, now, "release")
     assert staleness(elsewhere, 60, now) is None
+
+
+def test_a_failed_preflight_stops_before_anything_is_deployed(world):
+    from mcpdeploy.preflight.check import Check
+
+    world["preflight"] = [
+        Check("postgres", "fail", "unreachable from app-green", "open 5432 to the app hosts")
+    ]
+    with pytest.raises(ReleaseError, match="preflight failed: postgres: unreachable"):
+        release(FLEET, "x", resolve=resolve)
+    assert world["deployed"] == [] and world["switches"] == []
+    assert world["path"].read_text() == STACK
+    assert Store.last.records[-1]["failed_step"] == "preflight" and not Store.last.held
