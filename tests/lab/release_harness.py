@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx2
 
 from mcpdeploy.engine import docker_client
+from mcpdeploy.fleet import lab_fleet
+from mcpdeploy.gates import gate_key
 from mcpdeploy.images import app_source_tag, release_image
 from mcpdeploy.lab import STATE_DIR
 from mcpdeploy.lab.topology import REGISTRY_NAME, REGISTRY_PORT
@@ -104,3 +106,48 @@ def restored_lab() -> Iterator[str]:
     yield original
     restore(original)
     assert served() == ("blue", 200)
+
+
+# Run on the edge: one MCP tools/call against an app host's address, as the edge reaches it.
+_TOOL_CALL = r"""
+import json, ssl, sys, urllib.error, urllib.request
+args = json.load(sys.stdin)
+context = ssl.create_default_context(cafile="/etc/nginx/tls/upstream-ca.crt")
+context.check_hostname = False
+body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": args["tool"], "arguments": args["arguments"]}}
+request = urllib.request.Request(
+    "https://" + args["address"] + "/api/v1/mcp/", data=json.dumps(body).encode(),
+    headers={"Host": args["domain"], "Authorization": "Bearer " + args["key"],
+             "Accept": "application/json, text/event-stream", "Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(request, context=context, timeout=15) as response:
+        status, text = response.status, response.read().decode()
+except urllib.error.HTTPError as error:
+    status, text = error.code, error.read().decode()
+data = next((l[5:] for l in text.splitlines() if l.startswith("data:")), text)
+print(json.dumps({"status": status, "body": json.loads(data)}))
+"""
+
+
+def tool_call_on(host: str, tool: str, arguments: dict) -> dict:
+    """``tools/call`` on app ``host`` directly (from the edge), with a key of its own."""
+    fleet = lab_fleet()
+    target = next(h for h in fleet.hosts if h.name == host)
+    request = {"tool": tool, "arguments": arguments, "address": target.address}
+    request["domain"] = load_settings("lab").domain
+    with gate_key(fleet, target, minutes=5) as key:
+        result = fleet.run(
+            "edge", ["python3", "-c", _TOOL_CALL], stdin=json.dumps({**request, "key": key})
+        )
+    return json.loads(result.stdout)
+
+
+def posts_columns() -> set[str]:
+    """The columns of the service's posts table, as PostgreSQL on the data host has them."""
+    query = "SELECT column_name FROM information_schema.columns WHERE table_name = 'posts'"
+    result = run(
+        *SSH, "data", f'runuser -u postgres -- psql -d railspress_production -Atc "{query}"'
+    )
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())

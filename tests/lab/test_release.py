@@ -19,10 +19,12 @@ from release_harness import (
     STACK_FILE,
     current_image,
     mcpdeploy,
+    posts_columns,
     restored_lab,
     run,
     served,
     status,
+    tool_call_on,
     variant_image,
     wait_for,
 )
@@ -185,3 +187,35 @@ def test_a_host_that_goes_away_mid_deploy_stops_the_release_and_the_next_recover
     again = mcpdeploy("release", "--image", current_image())
     assert again.returncode == 0, again.stderr
     assert served() == ("green", 200)
+
+
+def test_expand_runs_before_the_switch_and_contract_only_once_it_shipped(lab):
+    """An image adds a column (expand) and drops it again (contract): the first release
+    applies the expand only (the old color keeps working on the wider schema) and defers
+    the contract, which is new; the next release, whose rollback target ships it, applies
+    it after its watch window."""
+    version = int(time.time())
+    column = f"note_{version}"
+    files = {
+        f"{version}_{column}_expand.sql": f"ALTER TABLE posts ADD COLUMN {column} text;",
+        f"{version + 1}_{column}_contract.sql": f"ALTER TABLE posts DROP COLUMN {column};",
+    }
+    phases = {name: name.rsplit("_", 1)[1][:-4] for name in files}
+    script = " && ".join(
+        f"printf -- '-- phase: {phases[name]}\\n{sql}\\n' > /app/migrations/{name}"
+        for name, sql in files.items()
+    )
+    image = variant_image(f"migrations-{version}", f"USER root\nRUN {script}\nUSER 10001:10001")
+    first = mcpdeploy("release", "--image", image)
+    assert first.returncode == 0, first.stderr
+    assert "contract migrations deferred" in first.stderr, first.stderr
+    assert column in posts_columns()
+    # blue, the rollback target, still runs the old code against the expanded schema.
+    called = tool_call_on("app-blue", "list_posts", {"limit": 3})
+    assert called["status"] == 200 and not called["body"]["result"].get("isError"), called
+
+    second = mcpdeploy("release", "--image", image)
+    assert second.returncode == 0, second.stderr
+    assert f"contract migrations: {version + 1}_{column}_contract.sql" in second.stderr
+    assert column not in posts_columns()
+    assert served() == ("blue", 200)
