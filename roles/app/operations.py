@@ -71,7 +71,7 @@ class ServiceImages(FactBase[list[dict[str, str]]]):
     def command(self, repository: str) -> str:
         """``docker image ls`` sorts newest first."""
         return (
-            "docker image ls --no-trunc --format '{{.ID}} {{.Digest}} {{.Tag}}' "
+            "docker image ls --digests --no-trunc --format '{{.ID}} {{.Digest}} {{.Tag}}' "
             f"{shlex.quote(repository)}"
         )
 
