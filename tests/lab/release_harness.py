@@ -143,11 +143,17 @@ def tool_call_on(host: str, tool: str, arguments: dict) -> dict:
     return json.loads(result.stdout)
 
 
-def posts_columns() -> set[str]:
-    """The columns of the service's posts table, as PostgreSQL on the data host has them."""
-    query = "SELECT column_name FROM information_schema.columns WHERE table_name = 'posts'"
+def psql(query: str) -> list[str]:
+    """Rows of ``query`` on the service's database (as postgres, on the data host)."""
     result = run(
         *SSH, "data", f'runuser -u postgres -- psql -d railspress_production -Atc "{query}"'
     )
     assert result.returncode == 0, result.stderr
-    return set(result.stdout.split())
+    return result.stdout.split()
+
+
+def posts_columns() -> set[str]:
+    """The columns of the service's posts table, as PostgreSQL on the data host has them."""
+    return set(
+        psql("SELECT column_name FROM information_schema.columns WHERE table_name = 'posts'")
+    )

@@ -20,6 +20,7 @@ from release_harness import (
     current_image,
     mcpdeploy,
     posts_columns,
+    psql,
     restored_lab,
     run,
     served,
@@ -196,11 +197,12 @@ def test_expand_runs_before_the_switch_and_contract_only_once_it_shipped(lab):
     applies the expand only (the old color keeps working on the wider schema) and defers
     the contract, which is new; the next release, whose rollback target ships it, applies
     it after its watch window."""
-    version = int(time.time())
-    column = f"note_{version}"
+    # New versions after whatever this lab's database has seen (a rerun on the same lab).
+    version = int(psql("SELECT coalesce(max(version), 0) FROM schema_migrations")[0]) + 1
+    column = f"note_{int(time.time())}"
     files = {
-        f"{version}_{column}_expand.sql": f"ALTER TABLE posts ADD COLUMN {column} text;",
-        f"{version + 1}_{column}_contract.sql": f"ALTER TABLE posts DROP COLUMN {column};",
+        f"{version:03d}_{column}_expand.sql": f"ALTER TABLE posts ADD COLUMN {column} text;",
+        f"{version + 1:03d}_{column}_contract.sql": f"ALTER TABLE posts DROP COLUMN {column};",
     }
     phases = {name: name.rsplit("_", 1)[1][:-4] for name in files}
     script = " && ".join(
@@ -218,6 +220,6 @@ def test_expand_runs_before_the_switch_and_contract_only_once_it_shipped(lab):
 
     second = mcpdeploy("release", "--image", image)
     assert second.returncode == 0, second.stderr
-    assert f"contract migrations: {version + 1}_{column}_contract.sql" in second.stderr
+    assert f"contract migrations: {version + 1:03d}_{column}_contract.sql" in second.stderr
     assert column not in posts_columns()
     assert served() == ("blue", 200)
