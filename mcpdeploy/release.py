@@ -146,7 +146,6 @@ def release(
     settings = validated(original, path.name)
     active, idle = settings.active_color, other_color(settings.active_color)
     report = Report(kind="release", stack=fleet.stack, from_color=active, to_color=idle)
-    report.previous_image = settings.image_for(active)
     store = ReleaseStore(fleet)
     holder: Holder = store.acquire(
         f"release to {idle}", settings.release.lock_timeout_minutes, break_lock
@@ -154,6 +153,9 @@ def release(
     switched = False
     try:
         progress(f"{fleet.stack}: {active} serves; releasing to {idle} (lock taken)")
+        # The rollback target is what the active hosts really run, whatever the file says.
+        serving = [h for h in fleet.role("app") if h.color == active]
+        report.previous_image = running_image(list(fleet.ssh), serving[0].name) if serving else None
         started = time.time()
         try:
             report.image = resolve(image, progress)
@@ -304,7 +306,15 @@ def contract_phase(
     return {"applied": pending, "deferred": []}
 
 
-_STEPS = ("resolve image", "preflight", "deploy", "gates", "switch", "watch")
+_STEPS = (
+    "resolve image",
+    "preflight",
+    "deploy",
+    "gates",
+    "switch",
+    "watch",
+    "contract migrations",
+)
 
 
 def _next_step(report: Report) -> str:

@@ -74,6 +74,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
 
     monkeypatch.setattr(release_module, "apply_edge", apply_edge)
     monkeypatch.setattr(release_module, "watch", lambda *a: calls["watch"])
+    monkeypatch.setattr(release_module, "running_image", lambda ssh, host: f"old/{host}@x")
     monkeypatch.setattr(release_module, "run_preflight", lambda *a, **k: calls.get("preflight", []))
     monkeypatch.setattr(
         release_module, "contract_phase", lambda *a: {"applied": [], "deferred": []}
