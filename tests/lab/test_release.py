@@ -220,6 +220,6 @@ def test_expand_runs_before_the_switch_and_contract_only_once_it_shipped(lab):
 
     second = mcpdeploy("release", "--image", image)
     assert second.returncode == 0, second.stderr
-    assert f"contract migrations: {version + 1:03d}_{column}_contract.sql" in second.stderr
+    assert f"contract migrations: {version + 1:03d}_{column}_contract" in second.stderr
     assert column not in posts_columns()
     assert served() == ("blue", 200)
