@@ -222,3 +222,22 @@ def _waiting_on_lock(database_url: str) -> bool:
             " AND wait_event_type = 'Lock'"
         ).fetchone()
     return bool(row and row[0])
+
+
+def test_workers_answer_kept_alive_connections_without_a_delayed_ack_wait(
+    base_env: dict[str, str],
+):
+    """With several workers, answers on a reused connection must not wait for the client's
+    delayed ACK (Nagle on the service's sockets): ~40 ms each on Linux, ~2 ms without."""
+    service = ServiceProcess(dict(base_env, MCP_WORKERS="2"))
+    try:
+        with httpx2.Client(base_url=service.url, timeout=10) as client:
+            client.get("/health")  # the first answer on a new connection is never delayed
+            times = []
+            for _ in range(15):
+                started = time.perf_counter()
+                assert client.get("/health").status_code == 200
+                times.append(time.perf_counter() - started)
+    finally:
+        service.stop()
+    assert sorted(times)[len(times) // 2] < 0.02, [round(t * 1000, 1) for t in times]
