@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx2
 import pytest
 
+from mcpdeploy.lab import topology
 from mcpdeploy.loadgen import (
     ClientLimits,
     LoadGenerator,
@@ -22,10 +23,12 @@ from mcpdeploy.loadgen import (
     LoadResult,
     Sample,
     Target,
+    lab_client_addresses,
     limit_problems,
     mix_pattern,
     unexpected_answer,
 )
+from mcpdeploy.settings import load_settings
 
 CLIENTS = tuple(f"172.30.77.{200 + i}" for i in range(12))
 
@@ -255,3 +258,13 @@ def test_connection_errors_are_recorded_not_raised():
     result = run_for(target, LoadPlan(20, ("127.0.0.1",)), 0.3)
     assert result.sent > 0 and result.failed == result.sent
     assert all(s.status is None and "ConnectError" in s.error for s in result.samples)
+
+
+def test_lab_clients_get_addresses_clear_of_every_lab_host():
+    topo = topology(load_settings("lab"))
+    addresses = lab_client_addresses(topo, 12)
+    assert addresses[0] == "172.30.77.200" and len(set(addresses)) == 12
+    assert not set(addresses) & {h.address for h in topo.hosts}
+    for count in (0, 51):
+        with pytest.raises(LoadPlanError, match="between 1 and 50 clients"):
+            lab_client_addresses(topo, count)
