@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import psycopg
 from mcp import Client
 from mcp.server.transport_security import TransportSecuritySettings
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -41,6 +41,11 @@ from mcp_service.runtime import RuntimeState
 log = logging.getLogger(__name__)
 
 REQUIRED = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY_BASE")
+# Redis connections per worker. The pool is bounded and *waits*: under a burst (a color that
+# was idle taking all the traffic at a switch) requests queue a moment for a connection
+# instead of each opening its own TLS connection, which starved the CPU and ended at
+# redis-py's default cap of 100 with "Too many connections" (503s) in the lab.
+REDIS_POOL_SIZE = 20
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -48,11 +53,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env(required=REQUIRED)
     configure_logging(settings.log_level)
     pool = create_pool(settings)
-    redis = Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=settings.health_timeout,
-        socket_timeout=settings.health_timeout,
-        health_check_interval=30,
+    redis = Redis.from_pool(
+        BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=REDIS_POOL_SIZE,
+            timeout=settings.health_timeout,
+            socket_connect_timeout=settings.health_timeout,
+            socket_timeout=settings.health_timeout,
+            health_check_interval=30,
+        )
     )
     runtime = RuntimeState(settings, pool)
     services = Services(pool, ResponseCache(redis), runtime, settings.db_timeout)

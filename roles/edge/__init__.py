@@ -4,8 +4,10 @@ On AWS the ALB plays this part (``infra/components/loadbalancer.py``). The edge 
 public TLS with the same policy and headers as the app hosts, forwards to the active
 color's app hosts over verified HTTPS, and replaces ``X-Forwarded-For`` with the client's
 address. Rate limits are applied per client on the app hosts, which trust only the edge
-(docs/edge.md). A switch is a config change checked by ``nginx -t`` and a reload, which
-lets in-flight requests finish on the old workers: no connection is dropped.
+(docs/edge.md). The configuration names both colors; which one serves is a flag file read
+per request, so a switch changes that file and nginx is not reloaded: a reload closes the
+old workers' idle keep-alive connections, and a client whose next request was already on
+its way gets no answer (seen under load: one request per switch).
 
 Maintenance mode (``mcpdeploy ops maintenance on|off``, docs/operations.md) is a flag file
 that nginx tests on every API request: the edge then answers ``/api/`` itself with a 503,
@@ -31,6 +33,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 HTTP_CONF = "/etc/nginx/conf.d/mcpdeploy-edge.conf"
 SITE_CONF = "/etc/nginx/sites-available/mcp-edge"
 UPSTREAM_CA = "upstream-ca.crt"
+# One empty file per color, present only for the active one (edge-color.conf.j2).
+ACTIVE_DIR = "/etc/nginx/mcpdeploy-active"
 MAX_FAILS = 3
 FAIL_TIMEOUT = 10
 # Maintenance answers: when to come back, and the body an MCP client parses (the service's
@@ -50,7 +54,6 @@ MAINTENANCE_BODY = {
 def render_edge_config(
     *,
     domain: str,
-    active_color: str,
     colors: Mapping[str, Sequence[str]],
     timeouts: Any,
     max_request_bytes: int,
@@ -59,19 +62,18 @@ def render_edge_config(
     certificate_path: str = f"{TLS_DIR}/server.crt",
     key_path: str = f"{TLS_DIR}/server.key",
     upstream_ca_path: str = f"{TLS_DIR}/{UPSTREAM_CA}",
+    active_dir: str = ACTIVE_DIR,
 ) -> dict[str, str]:
     """The edge's nginx configuration as {path on the host: content}.
 
-    ``colors`` maps each color to its app hosts' addresses; ``active_color`` must be one of
-    them and have at least one host, or nothing would serve. While the file
-    ``maintenance_flag`` exists the edge answers ``/api/`` with the maintenance 503.
+    ``colors`` maps each color to its app hosts' addresses. The configuration is the same
+    whichever color is active: :func:`active_flags` says which one serves.
+    While the file ``maintenance_flag`` exists the edge answers ``/api/`` with the
+    maintenance 503.
     """
-    if not colors.get(active_color):
-        raise ValueError(f"active color {active_color!r} has no app hosts in the inventory")
     env = template_env(TEMPLATES, NGINX_TEMPLATES)
     data = {
         "domain": domain,
-        "active_color": active_color,
         "colors": {color: list(addresses) for color, addresses in colors.items() if addresses},
         "timeouts": timeouts,
         "max_request_bytes": max_request_bytes,
@@ -79,6 +81,7 @@ def render_edge_config(
         "certificate_path": certificate_path,
         "key_path": key_path,
         "upstream_ca_path": upstream_ca_path,
+        "active_dir": active_dir,
         "ciphers": MOZILLA_INTERMEDIATE,
         "max_fails": MAX_FAILS,
         "fail_timeout": FAIL_TIMEOUT,
@@ -92,12 +95,51 @@ def render_edge_config(
     }
 
 
+def active_flags(
+    active_color: str, colors: Mapping[str, Sequence[str]], active_dir: str = ACTIVE_DIR
+) -> dict[str, bool]:
+    """{flag file: present} that makes ``active_color`` serve, the active one first.
+
+    ``active_color`` must have at least one host, or nothing would serve.
+    """
+    if not colors.get(active_color):
+        raise ValueError(f"active color {active_color!r} has no app hosts in the inventory")
+    others = [color for color in colors if color != active_color]
+    return {f"{active_dir}/{color}": color == active_color for color in [active_color, *others]}
+
+
 @deploy("Edge load balancer")
-def edge(*, certificate_pem: str, key_pem: str, upstream_ca_pem: str, **config: Any) -> None:
+def edge(
+    *,
+    certificate_pem: str,
+    key_pem: str,
+    upstream_ca_pem: str,
+    active_color: str,
+    **config: Any,
+) -> None:
     """nginx serving the public TLS and forwarding to the active color.
 
-    ``config`` holds :func:`render_edge_config`'s arguments.
+    ``config`` holds :func:`render_edge_config`'s arguments. The active color's flag is
+    written before the others are removed (while both exist the configuration picks one,
+    consistently per request) and before a new configuration is loaded, so that every
+    request finds a color.
     """
+    flags = active_flags(active_color, config["colors"])
+    files.directory(
+        name="Directory of the active color's flag", path=ACTIVE_DIR, mode="0755", present=True
+    )
+    for path, present in flags.items():
+        color = path.rsplit("/", 1)[1]
+        files.file(
+            name=f"{color} serves: its flag is read per request (no reload)"
+            if present
+            else f"{color} is idle: no flag",
+            path=path,
+            present=present,
+            user="root",
+            group="root",
+            mode="0644",
+        )
     site(
         configs=render_edge_config(**config),
         site_conf=SITE_CONF,

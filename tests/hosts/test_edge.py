@@ -11,6 +11,9 @@ import ssl
 
 import pytest
 
+from mcpdeploy.settings import COLORS
+from roles.edge import ACTIVE_DIR
+
 EXPECTED_HEADERS = {
     "strict-transport-security": "max-age=31536000; includeSubDomains",
     "x-frame-options": "DENY",
@@ -80,6 +83,13 @@ def test_security_headers_are_on_every_response(lab_ca, settings, path):
 
 def test_edge_names_the_active_color(lab_ca, settings):
     assert https_get(lab_ca, "/health", settings).getheader("x-mcp-color") == settings.active_color
+
+
+def test_only_the_active_colors_flag_exists(edge, lab_hosts, settings):
+    """The edge serves the color whose flag exists (a switch does not reload nginx)."""
+    host = lab_hosts[edge["name"]]
+    present = {color for color in COLORS if host.file(f"{ACTIVE_DIR}/{color}").is_file}
+    assert present == {settings.active_color}
 
 
 def test_plain_http_redirects_to_https_except_health(edge, settings):

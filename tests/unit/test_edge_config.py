@@ -13,10 +13,12 @@ import pytest
 from mcpdeploy.lab.pki import LabCA
 from mcpdeploy.settings import load_settings
 from roles.edge import (
+    ACTIVE_DIR,
     HTTP_CONF,
     MAINTENANCE_BODY,
     MAINTENANCE_RETRY_AFTER_SECONDS,
     SITE_CONF,
+    active_flags,
     render_edge_config,
 )
 
@@ -31,7 +33,6 @@ def render(tmp_path: Path, **overrides) -> dict[str, str]:
     cert, key = ca.issue(tmp_path, "edge", ["mcp.lab.test", "127.0.0.1"])
     args = {
         "domain": settings.domain,
-        "active_color": "blue",
         "colors": COLORS,
         "timeouts": settings.timeouts,
         "max_request_bytes": settings.max_request_bytes,
@@ -66,12 +67,26 @@ def test_rendered_edge_config_passes_nginx_t(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def test_every_location_forwards_to_the_color_whose_flag_exists(tmp_path):
+    """The configuration is the same for either color: a switch changes a flag file only,
+    so nginx is not reloaded and no keep-alive connection is closed."""
+    site = render(tmp_path)[SITE_CONF]
+    assert set(re.findall(r"proxy_pass (\S+);", site)) == {"https://mcp_$mcp_color"}
+    assert "add_header X-MCP-Color $mcp_color always;" in site
+    # Each server picks the color per request from the flag files, and refuses without one.
+    for color in COLORS:
+        assert site.count(f"if (-f {ACTIVE_DIR}/{color}) {{") == 2
+    assert site.count('if ($mcp_color = "") {\n        return 503;') == 2
+
+
 @pytest.mark.parametrize("active", ["blue", "green"])
-def test_every_location_forwards_to_the_active_color_only(tmp_path, active):
-    site = render(tmp_path, active_color=active)[SITE_CONF]
-    targets = set(re.findall(r"proxy_pass https://mcp_(\w+);", site))
-    assert targets == {active}
-    assert f"add_header X-MCP-Color {active} always;" in site
+def test_only_the_active_colors_flag_is_present_and_it_is_written_first(active):
+    flags = active_flags(active, COLORS)
+    other = "green" if active == "blue" else "blue"
+    assert list(flags.items()) == [
+        (f"{ACTIVE_DIR}/{active}", True),
+        (f"{ACTIVE_DIR}/{other}", False),
+    ]
 
 
 def test_both_colors_have_their_hosts_with_passive_health_checks(tmp_path):
@@ -88,9 +103,9 @@ def test_app_hosts_are_verified_and_client_forwarding_is_replaced(tmp_path):
     assert "$proxy_add_x_forwarded_for" not in site
 
 
-def test_an_active_color_without_hosts_is_refused(tmp_path):
+def test_an_active_color_without_hosts_is_refused():
     with pytest.raises(ValueError, match="active color 'green' has no app hosts"):
-        render(tmp_path, active_color="green", colors={"blue": ["10.0.0.1"], "green": []})
+        active_flags("green", {"blue": ["10.0.0.1"], "green": []})
 
 
 def blocks(text: str, opening: str) -> list[str]:
@@ -136,4 +151,4 @@ def test_health_is_never_behind_the_maintenance_flag(tmp_path):
     others = [body for body in blocks(site, "location ") if body != api]
     assert others and all(FLAG not in body for body in others)
     # /health and /health/mcp: plain HTTP's own location, and HTTPS's catch-all.
-    assert len([body for body in others if "proxy_pass https://mcp_blue;" in body]) == 2
+    assert len([body for body in others if "proxy_pass https://mcp_$mcp_color;" in body]) == 2

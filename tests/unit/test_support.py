@@ -26,6 +26,7 @@ from roles.data import postgresql, redis
 from roles.maintenance.scripts import restore as restore_script
 
 SETTINGS = load_settings("lab")
+LIMITS = SETTINGS.rate_limits
 IMAGE = "registry.mcp.lab.test:5000/mcpdeploy/app@sha256:" + "a" * 64
 FLEET = Fleet(
     stack="lab",
@@ -61,9 +62,9 @@ def healthy_answer(host: FleetHost) -> dict[str, Any]:
             "state": "running",
             "mcp_enabled": True,
             "rate_limits": {
-                "MCP_RATE_LIMIT_PER_MINUTE": "100",
-                "MCP_RATE_LIMIT_PER_HOUR": "1000",
-                "MCP_RATE_LIMIT_PER_DAY": "10000",
+                "MCP_RATE_LIMIT_PER_MINUTE": str(LIMITS.per_minute),
+                "MCP_RATE_LIMIT_PER_HOUR": str(LIMITS.per_hour),
+                "MCP_RATE_LIMIT_PER_DAY": str(LIMITS.per_day),
             },
         }
         answer["nginx_limits"] = {
@@ -218,17 +219,18 @@ def test_database_connections_against_max_connections(used, status):
 
 def test_rate_limits_that_differ_from_the_settings_fail():
     found = answers()
-    found["app-blue"]["container"]["rate_limits"]["MCP_RATE_LIMIT_PER_MINUTE"] = "6000"
+    found["app-blue"]["container"]["rate_limits"]["MCP_RATE_LIMIT_PER_MINUTE"] = "7"
     found["app-blue"]["nginx_limits"]["bursts"]["mcp"] = [5]
     [check] = failing(evaluate(found))
     assert (check.name, check.host) == ("rate-limits", "app-blue")
-    assert "MCP_RATE_LIMIT_PER_MINUTE=6000 (settings: 100)" in check.detail
+    assert f"MCP_RATE_LIMIT_PER_MINUTE=7 (settings: {LIMITS.per_minute})" in check.detail
     assert "nginx mcp burst [5] (settings: 20)" in check.detail
 
 
 def test_passing_rate_limits_say_what_is_in_effect():
     check = next(c for c in evaluate(answers()) if c.name == "rate-limits")
-    assert "100/min, 1000/h, 10000/day" in check.detail and "mcp 10 r/s burst 20" in check.detail
+    limits = f"{LIMITS.per_minute}/min, {LIMITS.per_hour}/h, {LIMITS.per_day}/day"
+    assert limits in check.detail and "mcp 10 r/s burst 20" in check.detail
 
 
 def test_a_disabled_kill_switch_fails_with_the_way_back():
