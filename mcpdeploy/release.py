@@ -201,10 +201,9 @@ def release(
         old_hosts = [h for h in fleet.role("app") if h.color == active]
         report.drain = drain(fleet, old_hosts, settings.release.drain_timeout_seconds)
         progress(
-            f"{idle} serves; {active} had {report.drain['open_at_switch']} connection(s) open: "
-            f"{report.drain['open_at_switch'] - report.drain['left_at_deadline']} drained, "
-            f"{report.drain['left_at_deadline']} left to the edge's "
-            f"{settings.release.drain_timeout_seconds} s shutdown timeout"
+            f"{idle} serves; {active} had {report.drain['open_at_switch']} connection(s) from "
+            f"the edge: {report.drain['drained']} drained, {report.drain['cut']} cut after "
+            f"{settings.release.drain_timeout_seconds} s"
         )
 
         started = time.time()

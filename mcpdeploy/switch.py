@@ -2,8 +2,9 @@
 
 A switch is the same edit everywhere: ``activeColor`` in ``Pulumi.<stack>.yaml``. Here it
 is guarded: the new color's hosts must answer ``/health/mcp`` with 200 as the edge sees
-them, the edited file must validate, and the edge deploy (``nginx -t`` then a reload that
-drops nothing) must succeed, or the file is put back and the active color stays as it was.
+them, the edited file must validate, and the edge deploy must succeed (it moves the flag
+file the edge's nginx reads per request: no reload, no dropped connection; roles/edge),
+or the file is put back and the active color stays as it was.
 """
 
 from __future__ import annotations
