@@ -41,13 +41,13 @@ class Step:
 
 
 def event(active: str, idle: str) -> list[Step]:
-    """The event under load: to the idle color and back.
-
-    Once ``mcpdeploy release`` and ``rollback`` exist, this becomes
-    ``[Step(("release", "--stack", "lab", "--image", ref), idle),
-    Step(("rollback", "--stack", "lab"), active)]``.
-    """
-    return [Step(("switch", "--to", idle), idle), Step(("switch", "--to", active), active)]
+    """The event under load: a release to the idle color (deploy, gates, switch, watch),
+    then a rollback to the color that served before."""
+    image = load_settings("lab").image
+    return [
+        Step(("release", "--stack", "lab", "--image", image), idle),
+        Step(("rollback", "--stack", "lab"), active),
+    ]
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
