@@ -171,10 +171,10 @@ def switch_command(
     """Serve the other color: check it, set activeColor, redeploy the edge.
 
     The new color's hosts must answer /health/mcp with 200 as the edge sees them; then
-    activeColor is set in Pulumi.STACK.yaml and the edge deployed (nginx -t, then a
-    reload that drops no connection). On any failure the file is restored and the active
-    color keeps serving. AWS stacks switch with `pulumi config set activeColor COLOR`
-    and `pulumi up`.
+    activeColor is set in Pulumi.STACK.yaml and the edge deployed (it moves the flag file
+    its nginx reads per request: no reload, no dropped connection). On any failure the
+    file is restored and the active color keeps serving. AWS stacks switch with
+    `pulumi config set activeColor COLOR` and `pulumi up` (docs/aws.md).
     """
     if stack != "lab":
         raise fail(
@@ -226,13 +226,16 @@ def release_command(
 ) -> None:
     """Release IMAGE to the idle color, gate it, switch to it, watch it, or switch back.
 
-    Steps, each shown as it runs: take the stack's release lock; pin IMAGE by digest as
-    the idle color's image (blueImage/greenImage); deploy the idle hosts one at a time
-    (pull, migrate, restart, readiness); gates from the edge on each idle host (readiness,
-    MCP handshake, tools/list with the API key) and testinfra on the idle hosts; switch
-    the edge; report the old color's drained streams; watch the new color's error rate and
-    p99 at the edge for release.watchSeconds and switch back on a breach; write the audit
-    record (mcpdeploy status shows the last ones); give the lock back, Ctrl-C included.
+    Steps, each shown as it runs: take the stack's release lock; pin IMAGE by digest; run
+    preflight (stops on a failure); record IMAGE as the idle color's image
+    (blueImage/greenImage); deploy the idle hosts one at a time (pull, expand migrations,
+    restart, readiness); gates from the edge on each idle host (readiness, MCP handshake,
+    tools/list with a short-lived key of their own) and testinfra on the idle hosts; switch
+    the edge; report the old color's drained and cut streams; watch the new color's error
+    rate and p99 at the edge for release.watchSeconds and switch back on a breach; apply
+    contract migrations that already shipped in the rollback target (defer new ones);
+    write the audit record (mcpdeploy status shows the last ones); give the lock back,
+    Ctrl-C included.
 
     Any failure before the switch leaves the active color serving and the stack file as
     it was. Exit 0: released and kept; 1: failed or rolled back (the message says which
@@ -279,9 +282,9 @@ def deploy_command(
     rolling: Annotated[
         bool,
         typer.Option(
-            "--rolling",
-            help="One host at a time, each gated on readiness (the only mode: a color is "
-            "never taken down at once).",
+            "--rolling/--all-at-once",
+            help="One host at a time, each gated on readiness. --all-at-once is refused: a "
+            "color is never taken down at once.",
         ),
     ] = True,
     stack: Annotated[str, typer.Option("--stack", "-s", help="Only the lab for now.")] = "lab",
@@ -296,7 +299,7 @@ def deploy_command(
     if color not in COLORS:
         raise fail(f"--color {color!r}: blue or green", 2)
     if not rolling:
-        raise fail("only rolling deploys are supported: drop --no-rolling", 2)
+        raise fail("only rolling deploys are supported: drop --all-at-once", 2)
     fleet = lab_fleet()
     try:
         settings = load_settings(stack)
