@@ -177,6 +177,21 @@ def test_images_beyond_the_rollback_window_pruned(app, inspect, settings):
     assert 1 <= len(set(ids.split())) <= settings.app.keep_images + 1
 
 
+def test_the_other_colors_image_is_kept_for_a_rollback(app, topology, settings):
+    """Every app host holds the other color's release too, whatever app.keepImages says."""
+    from mcpdeploy.images import release_image
+    from roles.app import image_repository
+
+    name, _, host = app
+    other = "green" if topology[name]["color"] == "blue" else "blue"
+    wanted = release_image(settings.image_for(other))
+    digests = host.check_output(
+        "docker image ls --digests --no-trunc --format '{{.Digest}}' %s",
+        image_repository(wanted),
+    )
+    assert wanted.partition("@")[2] in digests.split(), (wanted, digests)
+
+
 def test_unit_sandbox_exposure(app):
     """systemd-analyze security of the loaded unit and of the file alone (guide's: 8.9)."""
     _, _, host = app
