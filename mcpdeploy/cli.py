@@ -21,7 +21,7 @@ from mcpdeploy.engine import EngineError, docker_client
 from mcpdeploy.fleet import FleetError, health_from_edge, lab_fleet, running_image
 from mcpdeploy.lab import Lab, topology
 from mcpdeploy.preflight import register as register_preflight
-from mcpdeploy.release import ReleaseError, release, rollback, rolling_deploy
+from mcpdeploy.release import ReleaseError, deploy_color, release, rollback
 from mcpdeploy.releaselog import LockError, ReleaseStore
 from mcpdeploy.settings import COLORS, SettingsError, load_settings
 from mcpdeploy.switch import SwitchError, switch
@@ -293,22 +293,16 @@ def deploy_command(
 
     The guide's alternative to blue-green: each host is deployed (pull, migrate, restart)
     and must answer /health/mcp before the next one starts; the first failure stops the
-    rollout, naming the host. Holds the release lock while it runs.
+    rollout, naming the host. Holds the release lock and is recorded in the release log.
+    The serving color is refused when it has a single host (that would be an outage).
     """
     _lab_only(stack, "deploy")
     if color not in COLORS:
         raise fail(f"--color {color!r}: blue or green", 2)
     if not rolling:
         raise fail("only rolling deploys are supported: drop --all-at-once", 2)
-    fleet = lab_fleet()
     try:
-        settings = load_settings(stack)
-        store = ReleaseStore(fleet)
-        holder = store.acquire(f"deploy {color}", settings.release.lock_timeout_minutes)
-        try:
-            hosts = rolling_deploy(fleet, color, progress=step)
-        finally:
-            store.release(holder)
+        hosts = deploy_color(lab_fleet(), color, progress=step)
     except (ReleaseError, LockError, SettingsError, FleetError) as exc:
         raise fail(str(exc)) from None
     step(f"{color}: {', '.join(hosts)} deployed and ready")

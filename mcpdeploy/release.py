@@ -3,17 +3,20 @@
 A release never touches the active color until the idle one has proved itself:
 
 1. lock the stack (:mod:`mcpdeploy.releaselog`);
-2. resolve the image to a digest and record it as the idle color's image
-   (``blueImage``/``greenImage`` in ``Pulumi.<stack>.yaml``);
-3. deploy the idle color's hosts one at a time (the app role pulls, migrates, restarts
-   and waits for readiness on each);
+2. resolve the image to a digest; run preflight (:mod:`mcpdeploy.preflight`), stop on a
+   failure; record the digest as the idle color's image (``blueImage``/``greenImage`` in
+   ``Pulumi.<stack>.yaml``);
+3. deploy the idle color's hosts one at a time (the app role pulls, runs the expand
+   migrations, restarts and waits for readiness on each);
 4. gates, from the edge, on each idle host: readiness, MCP handshake, ``tools/list``
-   with the API key; then the testinfra suite limited to the idle hosts;
-5. switch the edge to the idle color (``activeColor``; ``nginx -t`` then a graceful
-   reload), and report how the old color's open streams drained;
+   with a short-lived key of the gates' own; then the testinfra suite on the idle hosts;
+5. switch the edge to the idle color (``activeColor``; the edge reads a flag file per
+   request, so nothing is reloaded), and report how the old color's open connections
+   drained or were cut after ``release.drainTimeoutSeconds``;
 6. watch the new color's responses at the edge for ``release.watchSeconds``: error rate
    and p99 against ``release.maxErrorPercent`` / ``release.maxP99Seconds``; on a breach,
-   switch back automatically;
+   switch back automatically; otherwise apply the contract migrations that already
+   shipped in the rollback target's image (:func:`contract_phase`);
 7. write the audit record and give the lock back (Ctrl-C included).
 
 A failure before step 5 restores the stack file and leaves the active color serving.
@@ -103,6 +106,44 @@ def rolling_deploy(fleet: Fleet, color: str, progress: Progress = no_progress) -
             )
         done.append(target.name)
     return done
+
+
+def deploy_color(fleet: Fleet, color: str, progress: Progress = no_progress) -> list[str]:
+    """``mcpdeploy deploy --color``: :func:`rolling_deploy` under the release lock, recorded
+    in the release log (a repaired idle color is a rollback target again).
+
+    The serving color is refused when it has a single host: its restart would be an outage
+    (release to the idle color instead).
+    """
+    settings = validated(stack_file(fleet.stack).read_text(), fleet.stack)
+    hosts = [h for h in fleet.role("app") if h.color == color]
+    if color == settings.active_color and len(hosts) < 2:
+        raise ReleaseError(
+            f"{color} serves and has {len(hosts)} host: deploying it would take the service "
+            f"down; release to {other_color(color)} instead (mcpdeploy release --image REF)"
+        )
+    report = Report(
+        kind="deploy", stack=fleet.stack, to_color=color, image=settings.image_for(color)
+    )
+    store = ReleaseStore(fleet)
+    holder = store.acquire(f"deploy {color}", settings.release.lock_timeout_minutes)
+    try:
+        started = time.time()
+        deployed = rolling_deploy(fleet, color, progress)
+        report.step("deploy", started, hosts=deployed)
+        report.outcome = "kept"
+        return deployed
+    except (ReleaseError, FleetError) as exc:
+        report.outcome = "failed"
+        report.failed_step = "deploy"
+        report.error = str(exc)
+        raise
+    finally:
+        report.finished = time.time()
+        try:
+            store.record(report.as_record())
+        finally:
+            store.release(holder)
 
 
 def run_gates(
@@ -299,8 +340,8 @@ def contract_phase(
         tail = " / ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
         raise ReleaseError(
             f"contract migrations {', '.join(pending)} failed on {host}: {tail}; the release "
-            f"stays (its code does not need them); fix and run `mcp-service migrate --phase "
-            f"contract` there"
+            f"stays (its code does not need them); fix the cause, then on {host} run the "
+            f"one-shot container as the schema owner: {command}"
         )
     return {"applied": pending, "deferred": []}
 
@@ -360,6 +401,17 @@ def rollback(
     )
     try:
         started = time.time()
+        last = next(
+            (r for r in reversed(store.last(20)) if r.get("to_color") == target),
+            None,
+        )
+        if last and last.get("outcome") != "kept":
+            raise ReleaseError(
+                f"the last {last['kind']} to {target} ended {last['outcome']} "
+                f"({last.get('error') or 'no detail'}): {target} holds an image that never "
+                f"served; release a good image instead (mcpdeploy release --image REF), or "
+                f"repair {target} first (mcpdeploy deploy --color {target})"
+            )
         try:
             expected = resolve(settings.image_for(target), progress)
         except ImageError as exc:

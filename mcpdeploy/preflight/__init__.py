@@ -193,8 +193,14 @@ def register(app: typer.Typer) -> None:
         warn or fail, with the fix. Exits 1 when any check fails (docs/preflight.md).
         """
         try:
+            # Deploys run expand migrations only (roles/app); contract ones wait for a
+            # release's contract step, so a new one is deferred, never applied at once.
             checks = run_preflight(
-                stack, image, scan_file=scan, progress=no_progress if as_json else step
+                stack,
+                image,
+                scan_file=scan,
+                defer_contract=True,
+                progress=no_progress if as_json else step,
             )
         except PreflightError as exc:
             raise fail(str(exc), 2) from None

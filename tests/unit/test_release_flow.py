@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -38,10 +39,12 @@ FLEET = Fleet(
 
 
 class Store:
+    log: ClassVar[list[dict]] = []  # the edge's release log: shared by every store of a test
+
     def __init__(self, fleet: Fleet) -> None:
-        self.records: list[dict] = []
+        self.records = Store.log
         self.held = False
-        Store.last = self
+        Store.current = self
 
     def acquire(self, purpose: str, timeout_minutes: int, break_lock: bool = False) -> Holder:
         assert not self.held
@@ -54,10 +57,14 @@ class Store:
     def record(self, record: dict) -> None:
         self.records.append(record)
 
+    def last(self, count: int = 5) -> list[dict]:
+        return self.records[-count:]
+
 
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     """A stack file in tmp_path and every host-facing step replaced by a recorder."""
+    Store.log = []
     path = tmp_path / "Pulumi.unit.yaml"
     path.write_text(STACK)
     calls: dict = {"switches": [], "watch": {"verdict": "pass", "reason": ""}}
@@ -107,8 +114,8 @@ def test_a_kept_release_switches_records_and_unlocks(world):
     assert report.outcome == "kept"
     text = world["path"].read_text()
     assert "activeColor: green" in text and f"greenImage: {NEW}" in text
-    assert Store.last.records[-1]["outcome"] == "kept" and not Store.last.held
-    assert [s["step"] for s in Store.last.records[-1]["steps"]] == [
+    assert Store.current.records[-1]["outcome"] == "kept" and not Store.current.held
+    assert [s["step"] for s in Store.current.records[-1]["steps"]] == [
         "resolve image",
         "preflight",
         "deploy",
@@ -125,9 +132,9 @@ def test_a_failed_gate_never_switches_and_restores_the_stack_file(world):
         release(FLEET, "x", resolve=resolve)
     assert world["switches"] == []
     assert world["path"].read_text() == STACK
-    record = Store.last.records[-1]
+    record = Store.current.records[-1]
     assert record["outcome"] == "failed" and record["failed_step"] == "gates"
-    assert not Store.last.held
+    assert not Store.current.held
 
 
 def test_a_failed_watch_switches_back(world):
@@ -138,7 +145,7 @@ def test_a_failed_watch_switches_back(world):
     assert "activeColor: blue" in world["path"].read_text()
     # green keeps the new image for inspection; blue still runs what it ran.
     assert f"greenImage: {NEW}" in world["path"].read_text()
-    assert Store.last.records[-1]["outcome"] == "rolled-back"
+    assert Store.current.records[-1]["outcome"] == "rolled-back"
 
 
 def test_ctrl_c_before_the_switch_restores_the_file_and_unlocks(world):
@@ -146,7 +153,7 @@ def test_ctrl_c_before_the_switch_restores_the_file_and_unlocks(world):
     with pytest.raises(KeyboardInterrupt):
         release(FLEET, "x", resolve=resolve)
     assert world["path"].read_text() == STACK
-    assert Store.last.records[-1]["outcome"] == "interrupted" and not Store.last.held
+    assert Store.current.records[-1]["outcome"] == "interrupted" and not Store.current.held
 
 
 def test_rollback_refuses_when_the_previous_image_is_not_running(world, monkeypatch):
@@ -159,7 +166,7 @@ def test_rollback_refuses_when_the_previous_image_is_not_running(world, monkeypa
     with pytest.raises(ReleaseError, match="not there to roll back to"):
         rollback(FLEET)
     assert world["switches"] == []
-    assert Store.last.records[-1]["outcome"] == "failed" and not Store.last.held
+    assert Store.current.records[-1]["outcome"] == "failed" and not Store.current.held
 
 
 def test_a_lock_is_stale_when_old_or_its_process_is_gone():
@@ -186,4 +193,15 @@ def test_a_failed_preflight_stops_before_anything_is_deployed(world):
         release(FLEET, "x", resolve=resolve)
     assert world["deployed"] == [] and world["switches"] == []
     assert world["path"].read_text() == STACK
-    assert Store.last.records[-1]["failed_step"] == "preflight" and not Store.last.held
+    assert Store.current.records[-1]["failed_step"] == "preflight" and not Store.current.held
+
+
+def test_rollback_never_goes_to_a_color_whose_last_release_was_switched_back(world):
+    world["watch"] = {"verdict": "fail", "reason": "12 of 40 responses failed"}
+    release(FLEET, "x", resolve=resolve)
+    store = Store.current
+    with pytest.raises(ReleaseError, match="ended rolled-back"):
+        rollback(FLEET, resolve=resolve)
+    assert "activeColor: blue" in world["path"].read_text()
+    assert len(world["switches"]) == 2  # the release's switch and switch-back, no third
+    assert store.records[-1]["outcome"] == "failed" and not store.held
