@@ -18,7 +18,7 @@ from docker.errors import DockerException
 from mcpdeploy import access, support
 from mcpdeploy.console import fail, out, step
 from mcpdeploy.engine import EngineError, docker_client
-from mcpdeploy.fleet import FleetError, health_from_edge, lab_fleet, running_image
+from mcpdeploy.fleet import FleetError, lab_fleet
 from mcpdeploy.lab import Lab, topology
 from mcpdeploy.preflight import register as register_preflight
 from mcpdeploy.release import ReleaseError, deploy_color, release, rollback
@@ -333,9 +333,8 @@ def status_command(
     settings = load_settings(stack)
     fleet = lab_fleet()
     hosts = fleet.app_hosts()
-    ssh = list(fleet.ssh)
     try:
-        health = health_from_edge(ssh, "edge", settings.domain, hosts)
+        health = fleet.health_from_edge(settings.domain, hosts)
     except FleetError as exc:
         raise fail(f"{exc} (is the lab up and deployed? mcpdeploy lab status)") from None
     store = ReleaseStore(fleet)
@@ -353,7 +352,7 @@ def status_command(
                 "color": h.color,
                 "address": h.address,
                 "health": health[h.name],
-                "image": running_image(ssh, h.name),
+                "image": fleet.running_image(h.name),
             }
             for h in hosts
         ],

@@ -110,6 +110,39 @@ class Fleet:
             raise FleetError(f"{host}: {remote!r} failed ({result.returncode}): {tail}")
         return result
 
+    def health_from_edge(
+        self, domain: str, hosts: list[AppHost], ca: str = "/etc/nginx/tls/upstream-ca.crt"
+    ) -> dict[str, int | str]:
+        """``/health/mcp`` of each of ``hosts`` as the first edge host reaches it (its
+        upstream CA, the service's domain as Host): {host name: status or error}."""
+        edges = self.role("edge")
+        if not edges:
+            raise FleetError(f"{self.inventory} has no edge host to probe from")
+        urls = {f"https://{h.address}/health/mcp": h.name for h in hosts}
+        result = self.run(
+            edges[0].name,
+            ["python3", "-c", _PROBE, domain, ca, json.dumps(list(urls))],
+            timeout=60,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise FleetError(f"cannot run the health probe on the edge: {result.stderr.strip()}")
+        return {urls[url]: status for url, status in json.loads(result.stdout).items()}
+
+    def running_image(self, host: str, container: str = "mcp-service") -> str | None:
+        """The image reference ``container`` runs on ``host``; None when it is not running
+        or the host cannot be asked."""
+        try:
+            result = self.run(
+                host,
+                ["docker", "inspect", "--format", "{{.Config.Image}}", container],
+                timeout=60,
+                check=False,
+            )
+        except FleetError:
+            return None
+        return (result.stdout.strip() or None) if result.returncode == 0 else None
+
 
 def lab_fleet() -> Fleet:
     """The lab's hosts (``Pulumi.lab.yaml``), reached with the lab's ssh config."""
@@ -120,47 +153,3 @@ def lab_fleet() -> Fleet:
         hosts=tuple(FleetHost(h.name, h.role, h.color, h.address) for h in lab.topo.hosts),
         inventory="hosts/lab.py",
     )
-
-
-def health_from_edge(
-    ssh: list[str],
-    edge: str,
-    domain: str,
-    hosts: list[AppHost],
-    ca: str = "/etc/nginx/tls/upstream-ca.crt",
-) -> dict[str, int | str]:
-    """``/health/mcp`` of each host as ``edge`` reaches it: {host name: status or error}.
-
-    ``ssh`` is the ssh command up to the host name (e.g. ``["ssh", "-F", config]``).
-    """
-    urls = {f"https://{h.address}/health/mcp": h.name for h in hosts}
-    result = subprocess.run(
-        [*ssh, edge, "python3", "-c", _quote(_PROBE), domain, ca, _quote(json.dumps(list(urls)))],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise FleetError(f"cannot run the health probe on the edge: {result.stderr.strip()}")
-    return {urls[url]: status for url, status in json.loads(result.stdout).items()}
-
-
-def _quote(text: str) -> str:
-    # ssh joins its arguments into one remote shell command.
-    return "'" + text.replace("'", "'\"'\"'") + "'"
-
-
-def running_image(ssh: list[str], host: str, container: str = "mcp-service") -> str | None:
-    """The image reference ``container`` runs on ``host`` (``ssh``: the ssh command up to the
-    host name), or None when it is not running."""
-    result = subprocess.run(
-        [*ssh, host, "docker", "inspect", "--format", "'{{.Config.Image}}'", container],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if result.returncode != 0:
-        return None
-    return result.stdout.strip() or None

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mcpdeploy.engine import Progress, no_progress
-from mcpdeploy.fleet import Fleet, FleetError, running_image
+from mcpdeploy.fleet import Fleet, FleetError
 from mcpdeploy.gates import GateResult, drain, gate_key, service_gates, testinfra_gate, watch
 from mcpdeploy.images import ImageError, release_image
 from mcpdeploy.migrations import (
@@ -196,7 +196,7 @@ def release(
         progress(f"{fleet.stack}: {active} serves; releasing to {idle} (lock taken)")
         # The rollback target is what the active hosts really run, whatever the file says.
         serving = [h for h in fleet.role("app") if h.color == active]
-        report.previous_image = running_image(list(fleet.ssh), serving[0].name) if serving else None
+        report.previous_image = fleet.running_image(serving[0].name) if serving else None
         started = time.time()
         try:
             report.image = resolve(image, progress)
@@ -417,7 +417,7 @@ def rollback(
         except ImageError as exc:
             raise ReleaseError(f"{target}'s image {settings.image_for(target)}: {exc}") from None
         for host in (h for h in fleet.role("app") if h.color == target):
-            running = running_image(list(fleet.ssh), host.name)
+            running = fleet.running_image(host.name)
             if running != expected:
                 raise ReleaseError(
                     f"{host.name} runs {running}, not {expected} as {path.name} records: the "

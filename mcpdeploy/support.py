@@ -30,7 +30,7 @@ import typer
 from mcpdeploy import support_probe
 from mcpdeploy.console import fail, out, step
 from mcpdeploy.credentials import DATABASE, stack_credentials, state_dir
-from mcpdeploy.fleet import Fleet, FleetError, FleetHost, health_from_edge, lab_fleet
+from mcpdeploy.fleet import Fleet, FleetError, FleetHost, lab_fleet
 from mcpdeploy.settings import COLORS, Settings, SettingsError, load_settings
 
 Status = Literal["pass", "warn", "fail"]
@@ -470,11 +470,7 @@ def run_checks(fleet: Fleet, settings: Settings, minutes: int) -> list[Check]:
     answers = probe_all(fleet, specs, "check")
     edges = fleet.role("edge")
     try:
-        health = (
-            health_from_edge(list(fleet.ssh), edges[0].name, settings.domain, fleet.app_hosts())
-            if edges
-            else {}
-        )
+        health = fleet.health_from_edge(settings.domain, fleet.app_hosts()) if edges else {}
     except FleetError as exc:
         health = {h.name: f"no probe from the edge: {exc}" for h in fleet.role("app")}
     return evaluate(fleet, settings, answers, health, minutes)
@@ -914,9 +910,7 @@ def restore_command(
         raise fail(str(exc)) from None
     report["cache_invalidated_on"] = invalidate_cache(fleet, settings)
     try:
-        report["health"] = health_from_edge(
-            list(fleet.ssh), fleet.role("edge")[0].name, settings.domain, fleet.app_hosts()
-        )
+        report["health"] = fleet.health_from_edge(settings.domain, fleet.app_hosts())
     except FleetError as exc:
         report["health"] = {"edge": str(exc)}
     if as_json:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from mcpdeploy.engine import Progress, no_progress
-from mcpdeploy.fleet import Fleet, FleetError, health_from_edge
+from mcpdeploy.fleet import Fleet, FleetError
 from mcpdeploy.settings import COLORS, Settings, project_root, stack_file
 from mcpdeploy.stackfile import StackFileError, edited, validated, write_atomically
 
@@ -57,9 +57,8 @@ def ready_failures(fleet: Fleet, domain: str, color: str) -> dict[str, int | str
     targets = fleet.app_hosts(color)
     if not targets:
         raise SwitchError(f"{color} has no app hosts in {fleet.inventory}: nothing could serve")
-    edge = fleet.role("edge")[0].name
     try:
-        health = health_from_edge(list(fleet.ssh), edge, domain, targets)
+        health = fleet.health_from_edge(domain, targets)
     except FleetError as exc:
         raise SwitchError(str(exc)) from None
     return {name: status for name, status in health.items() if status != 200}

@@ -28,7 +28,7 @@ from mcpdeploy.credentials import NAMES, state_dir
 from mcpdeploy.engine import Progress, no_progress
 from mcpdeploy.fleet import Fleet, lab_fleet
 from mcpdeploy.preflight.check import Check, Status
-from mcpdeploy.preflight.data import plan_migrations, probe_dependencies, running_image
+from mcpdeploy.preflight.data import plan_migrations, probe_dependencies
 from mcpdeploy.preflight.hosts import probe_hosts
 from mcpdeploy.preflight.image import image_check, scan_check, scan_report_path
 from mcpdeploy.preflight.tls import served_certificate_check
@@ -119,7 +119,7 @@ def _from_idle_color(
         return [Check(name, "fail", why, fix) for name in ("postgres", "redis", "migrations")]
     progress(f"PostgreSQL and Redis from {idle} with the runtime credentials")
     # The image the service runs there (present, and made for that environment file).
-    probe_image = running_image(fleet, idle) or pinned
+    probe_image = fleet.running_image(idle) or pinned
     if probe_image is None:
         why = f"not checked: {idle} runs no service and the image is not in the registry"
         checks = [Check(n, "fail", why, "deploy the stack first") for n in ("postgres", "redis")]

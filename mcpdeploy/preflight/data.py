@@ -65,22 +65,6 @@ def dependency_checks(answer: dict[str, Any], host: str) -> list[Check]:
     return checks
 
 
-def running_image(fleet: Fleet, host: str) -> str | None:
-    """The image the service's container runs on ``host``; None when none runs."""
-    try:
-        result = fleet.run(
-            host,
-            ["docker", "inspect", "--format", "{{.Config.Image}}", SERVICE_CONTAINER],
-            timeout=60,
-            check=False,
-        )
-    except FleetError:
-        return None
-    if result.returncode != 0:
-        return None
-    return result.stdout.strip() or None
-
-
 def probe_dependencies(fleet: Fleet, host: str, image: str) -> list[Check]:
     """PostgreSQL and Redis from app ``host``: ``image`` run once with the service's runtime
     environment file and CA, as the service connects (:mod:`dependency_probe`)."""
@@ -168,7 +152,7 @@ def plan_migrations(
             "new one instead)",
         )
     cautious = "only applied ones count as shipped"
-    current = running_image(fleet, active_host) if active_host else None
+    current = fleet.running_image(active_host) if active_host else None
     active = None
     if active_host is None:
         note = f"no host of the active color answered: {cautious}"

@@ -33,7 +33,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from mcpdeploy.credentials import DATABASE, stack_credentials
-from mcpdeploy.fleet import health_from_edge, lab_fleet
+from mcpdeploy.fleet import lab_fleet
 from mcpdeploy.lab import STATE_DIR
 from mcpdeploy.settings import load_settings
 from mcpdeploy.support import BACKUP_DIR
@@ -240,7 +240,7 @@ def idle_nginx_stopped() -> Iterator[str]:
         fleet = lab_fleet()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            health = health_from_edge(list(fleet.ssh), "edge", settings.domain, [idle])
+            health = fleet.health_from_edge(settings.domain, [idle])
             if health[idle.name] == 200:
                 break
             time.sleep(1)

@@ -81,7 +81,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
 
     monkeypatch.setattr(release_module, "apply_edge", apply_edge)
     monkeypatch.setattr(release_module, "watch", lambda *a: calls["watch"])
-    monkeypatch.setattr(release_module, "running_image", lambda ssh, host: f"old/{host}@x")
+    monkeypatch.setattr(Fleet, "running_image", lambda self, host: f"old/{host}@x")
     monkeypatch.setattr(release_module, "run_preflight", lambda *a, **k: calls.get("preflight", []))
     monkeypatch.setattr(
         release_module, "contract_phase", lambda *a: {"applied": [], "deferred": []}
@@ -161,7 +161,7 @@ def test_rollback_refuses_when_the_previous_image_is_not_running(world, monkeypa
         STACK.replace("activeColor: blue", f"activeColor: green\n  mcpdeploy:blueImage: {NEW}")
     )
     monkeypatch.setattr(
-        release_module, "running_image", lambda ssh, host: "something/else@sha256:" + "c" * 64
+        Fleet, "running_image", lambda self, host: "something/else@sha256:" + "c" * 64
     )
     with pytest.raises(ReleaseError, match="not there to roll back to"):
         rollback(FLEET)
