@@ -108,6 +108,15 @@ def rolling_deploy(fleet: Fleet, color: str, progress: Progress = no_progress) -
     return done
 
 
+def _finish(store: ReleaseStore, holder: Holder, report: Report) -> None:
+    """Write ``report`` to the release log, then give the lock back (even if writing fails)."""
+    report.finished = time.time()
+    try:
+        store.record(report.as_record())
+    finally:
+        store.release(holder)
+
+
 def deploy_color(fleet: Fleet, color: str, progress: Progress = no_progress) -> list[str]:
     """``mcpdeploy deploy --color``: :func:`rolling_deploy` under the release lock, recorded
     in the release log (a repaired idle color is a rollback target again).
@@ -139,11 +148,7 @@ def deploy_color(fleet: Fleet, color: str, progress: Progress = no_progress) -> 
         report.error = str(exc)
         raise
     finally:
-        report.finished = time.time()
-        try:
-            store.record(report.as_record())
-        finally:
-            store.release(holder)
+        _finish(store, holder, report)
 
 
 def run_gates(
@@ -301,11 +306,7 @@ def release(
             write_atomically(path, original)
         raise
     finally:
-        report.finished = time.time()
-        try:
-            store.record(report.as_record())
-        finally:
-            store.release(holder)
+        _finish(store, holder, report)
     return report
 
 
@@ -441,9 +442,5 @@ def rollback(
         report.error = str(exc)
         raise ReleaseError(f"rollback refused: {exc}") from None
     finally:
-        report.finished = time.time()
-        try:
-            store.record(report.as_record())
-        finally:
-            store.release(holder)
+        _finish(store, holder, report)
     return report
