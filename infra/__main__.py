@@ -13,6 +13,7 @@ from components import (
     loadbalancer,
     network,
     registry,
+    releases,
     secrets,
     security,
     tls,
@@ -50,6 +51,7 @@ db = database.Database(name, database.DatabaseArgs(
 redis = cache.Cache(name, cache.CacheArgs(
     name, aws.cache, net.private_subnet_ids, groups.cache_id, vault.redis_auth_token, tags,
 ))  # fmt: skip
+releases.Releases(name, releases.ReleasesArgs(stack, tags))
 backup = backups.Backups(name, backups.BackupsArgs(settings.retention.backup_days, tags))
 ecr = registry.Registry(name, registry.RegistryArgs(
     f"{PROJECT}/{stack}/mcp-service", project_root() / "app_image",

@@ -112,7 +112,11 @@ def ssh_config(hosts: list[AwsHost], settings: Settings, region: str) -> str:
             )
         else:
             route = f"ProxyJump {settings.aws.bastion}"
-        blocks.append(f"Host {ssh_target(host, settings)}\n    User {SSH_USER}\n    {route}\n")
+        # The inventory name too: `ssh <name>` (mcpdeploy release, testinfra) finds the block.
+        target = ssh_target(host, settings)
+        blocks.append(
+            f"Host {host.name} {target}\n    HostName {target}\n    User {SSH_USER}\n    {route}\n"
+        )
     return "\n".join(blocks)
 
 
@@ -156,11 +160,16 @@ def aws_groups(stack: str | None = None, root: Path | None = None) -> dict[str, 
         hosts = hosts_from_stack_outputs(stack)
     else:
         hosts = hosts_from_ec2_tags(boto3.client("ec2", region_name=region), stack)
+    return build_groups(hosts, settings, stack, write_ssh_config(stack, hosts, settings, region))
+
+
+def write_ssh_config(stack: str, hosts: list[AwsHost], settings: Settings, region: str) -> Path:
+    """:func:`ssh_config` written to the operator's cache directory (it holds no secret)."""
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / PROJECT / stack
     cache.mkdir(parents=True, exist_ok=True)
     config_file = cache / "ssh_config"
     config_file.write_text(ssh_config(hosts, settings, region))
-    return build_groups(hosts, settings, stack, config_file)
+    return config_file
 
 
 def read_secret(name: str, stack: str, client: Any) -> str:

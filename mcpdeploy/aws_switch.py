@@ -16,12 +16,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import boto3
 import botocore.exceptions
 from pulumi import automation as auto
-from pydantic import TypeAdapter, ValidationError
 
 from mcpdeploy.aws_inventory import hosts_from_outputs, stack_region
 from mcpdeploy.engine import Progress, no_progress
@@ -29,11 +28,10 @@ from mcpdeploy.settings import (
     COLORS,
     PROJECT,
     Color,
-    Settings,
-    SettingsError,
     project_root,
     stack_file,
 )
+from mcpdeploy.switch import SwitchError
 
 ACTIVE_KEY = f"{PROJECT}:activeColor"
 HEALTH_PATH = "/health/mcp"  # the target groups' health check (infra/components/loadbalancer.py)
@@ -44,9 +42,6 @@ READ_ERRORS = (
     botocore.exceptions.ClientError,
     OSError,
 )
-_image = Settings.model_fields["image"]
-# A per-color image is held to the schema's rule for ``image``.
-IMAGE_REF = TypeAdapter(Annotated[_image.annotation, *_image.metadata])
 T = TypeVar("T")
 
 
@@ -65,7 +60,7 @@ class AutomationStack(Protocol):
 Workspace = Callable[[str], AutomationStack]
 
 
-class AwsSwitchError(Exception):
+class AwsSwitchError(SwitchError):
     """The switch did not happen, or was undone; the message says what serves now."""
 
 
@@ -77,11 +72,6 @@ class AwsSwitch:
     previous: Color
     active: Color
     healthy_targets: tuple[str, ...]
-
-
-def image_key(color: Color) -> str:
-    """The stack config key holding ``color``'s image (``mcpdeploy:blueImage``, ...)."""
-    return f"{PROJECT}:{color}Image"
 
 
 def local_stack(stack: str) -> AutomationStack:
@@ -124,7 +114,7 @@ def switch_aws(
         raise AwsSwitchError(f"{target} is already the active color of {stack}: nothing to switch")
     if previous not in COLORS:
         raise AwsSwitchError(f"{ACTIVE_KEY} of {stack} is {previous!r}: set it to blue or green")
-    outputs = _read("reading the stack outputs", lambda: _plain(pulumi_stack.outputs()))
+    outputs = _read("reading the stack outputs", lambda: plain_outputs(pulumi_stack.outputs()))
     groups = _output(outputs, "targetGroupArns", stack)
     listener = _output(outputs, "httpsListenerArn", stack)
     client = elbv2 or boto3.client("elbv2", region_name=stack_region(stack, project_root()))
@@ -163,32 +153,6 @@ def switch_aws(
     return AwsSwitch(stack, cast(Color, previous), target, tuple(healthy))
 
 
-def set_color_image_aws(
-    stack: str,
-    color: str,
-    image: str,
-    *,
-    workspace: Workspace | None = None,
-    progress: Progress = no_progress,
-) -> None:
-    """Set ``mcpdeploy:<color>Image`` in the stack config through the Automation API.
-
-    Config only: no ``pulumi up`` (the listener does not depend on it); the hosts get the
-    image from the pyinfra deploy (``hosts/aws.py``)."""
-    key = image_key(_color(color))
-    try:
-        IMAGE_REF.validate_python(image)
-    except ValidationError:
-        raise SettingsError(
-            f"Pulumi.{stack}.yaml",
-            [(key, repr(image), "an image reference like registry/name:tag or name@sha256:…")],
-        ) from None
-    stack_file(stack)
-    pulumi_stack = (workspace or local_stack)(stack)
-    _read(f"setting {key}", lambda: pulumi_stack.set_config(key, auto.ConfigValue(image)))
-    progress(f"{key}: {image} in the config of {stack}")
-
-
 def target_health(
     client: Any, outputs: dict[str, Any], color: Color
 ) -> tuple[list[str], list[str]]:
@@ -217,6 +181,15 @@ def target_health(
     if not found and not names:
         problems.append("no targets registered in the target group")
     return healthy, problems
+
+
+def target_health_by_instance(
+    client: Any, outputs: dict[str, Any], color: Color
+) -> dict[str, dict[str, str]]:
+    """{instance id: its ``TargetHealth``} in ``color``'s target group."""
+    arn = outputs["targetGroupArns"][color]
+    found = client.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+    return {entry["Target"]["Id"]: entry["TargetHealth"] for entry in found}
 
 
 def serving_color(client: Any, listener_arn: str, groups: dict[str, str]) -> Color | None:
@@ -290,7 +263,8 @@ def _output(outputs: dict[str, Any], key: str, stack: str) -> Any:
     return outputs[key]
 
 
-def _plain(outputs: dict[str, auto.OutputValue]) -> dict[str, Any]:
+def plain_outputs(outputs: dict[str, auto.OutputValue]) -> dict[str, Any]:
+    """The stack outputs' values (secrets included, in memory only)."""
     return {key: output.value for key, output in outputs.items()}
 
 

@@ -22,9 +22,10 @@ from mcpdeploy.fleet import FleetError, lab_fleet
 from mcpdeploy.lab import Lab, topology
 from mcpdeploy.preflight import register as register_preflight
 from mcpdeploy.release import ReleaseError, deploy_color, release, rollback
-from mcpdeploy.releaselog import LockError, ReleaseStore
+from mcpdeploy.releaselog import LockError
 from mcpdeploy.settings import COLORS, SettingsError, load_settings
 from mcpdeploy.switch import SwitchError, switch
+from mcpdeploy.targets import Target, target_for
 
 app = typer.Typer(
     help="Provision, deploy, verify and switch the MCP service. See README.md and docs/.",
@@ -55,6 +56,17 @@ access.register(ops_app)
 
 StackOption = Annotated[
     str, typer.Option("--stack", "-s", help="Stack name: reads Pulumi.STACK.yaml.")
+]
+
+
+TargetOption = Annotated[
+    str,
+    typer.Option(
+        "--stack",
+        "-s",
+        help="lab, or an AWS stack (Pulumi.STACK.yaml; its hosts and ALB come from the "
+        "stack outputs, through the Pulumi CLI, with your AWS credentials).",
+    ),
 ]
 
 
@@ -166,39 +178,37 @@ def lab_ssh(
 @app.command("switch")
 def switch_command(
     to: Annotated[str, typer.Option("--to", help="The color to serve: blue or green.")],
-    stack: Annotated[str, typer.Option("--stack", "-s", help="Only the lab for now.")] = "lab",
+    stack: TargetOption = "lab",
 ) -> None:
-    """Serve the other color: check it, set activeColor, redeploy the edge.
+    """Serve the other color, checked first; on any failure the old color keeps serving.
 
-    The new color's hosts must answer /health/mcp with 200 as the edge sees them; then
-    activeColor is set in Pulumi.STACK.yaml and the edge deployed (it moves the flag file
-    its nginx reads per request: no reload, no dropped connection). On any failure the
-    file is restored and the active color keeps serving. AWS stacks switch with
-    `pulumi config set activeColor COLOR` and `pulumi up` (docs/aws.md).
+    The lab (and stacks with an edge): the new color's hosts must answer /health/mcp with
+    200 as the edge sees them; then activeColor is set in Pulumi.STACK.yaml and the edge
+    deployed (it moves the flag file its nginx reads per request: no reload, no dropped
+    connection). AWS: every host of the new color must be healthy in its ALB target
+    group; then activeColor is set and `pulumi up` run (Automation API), the listener
+    checked, and the old color put back if anything fails. No drain, watch or lock: that
+    is what `mcpdeploy release` and `rollback` add.
     """
-    if stack != "lab":
-        raise fail(
-            f"switch drives stacks with an edge host and this CLI knows the lab's only: for "
-            f"{stack}, set mcpdeploy:activeColor in Pulumi.{stack}.yaml and deploy the edge "
-            f"(pyinfra -y --limit edge hosts/{stack}.py deploy.py), or on AWS `pulumi up`",
-            2,
-        )
     if to not in COLORS:
         raise fail(f"--to {to!r}: blue or green", 2)
-    fleet = lab_fleet()
     try:
-        switch(fleet, to, progress=step)
+        if stack == "lab":
+            switch(lab_fleet(), to, progress=step)
+        else:
+            from mcpdeploy.aws_switch import switch_aws
+
+            switch_aws(stack, to, progress=step)
     except (SwitchError, SettingsError, FleetError) as exc:
         raise fail(str(exc)) from None
 
 
-def _lab_only(stack: str, verb: str) -> None:
-    if stack != "lab":
-        raise fail(
-            f"{verb} drives stacks with an edge host and this CLI knows the lab's inventory "
-            f"only; for AWS stacks see docs/releases.md",
-            2,
-        )
+def _target(stack: str) -> Target:
+    """The stack's target (the lab's edge, or an AWS stack), or one error line."""
+    try:
+        return target_for(stack)
+    except (SwitchError, SettingsError, FleetError) as exc:
+        raise fail(f"cannot reach {stack}: {exc}", 2) from None
 
 
 BreakLockOption = Annotated[
@@ -221,7 +231,7 @@ def release_command(
             "without a tag: built from app_image/ sources.",
         ),
     ],
-    stack: Annotated[str, typer.Option("--stack", "-s", help="Only the lab for now.")] = "lab",
+    stack: TargetOption = "lab",
     break_lock: BreakLockOption = False,
 ) -> None:
     """Release IMAGE to the idle color, gate it, switch to it, watch it, or switch back.
@@ -229,21 +239,25 @@ def release_command(
     Steps, each shown as it runs: take the stack's release lock; pin IMAGE by digest; run
     preflight (stops on a failure); record IMAGE as the idle color's image
     (blueImage/greenImage); deploy the idle hosts one at a time (pull, expand migrations,
-    restart, readiness); gates from the edge on each idle host (readiness, MCP handshake,
-    tools/list with a short-lived key of their own) and testinfra on the idle hosts; switch
-    the edge; report the old color's drained and cut streams; watch the new color's error
-    rate and p99 at the edge for release.watchSeconds and switch back on a breach; apply
-    contract migrations that already shipped in the rollback target (defer new ones);
-    write the audit record (mcpdeploy status shows the last ones); give the lock back,
-    Ctrl-C included.
+    restart, readiness); gates on each idle host (readiness, MCP handshake, tools/list
+    with a short-lived key of their own; AWS: also its ALB target health) and testinfra
+    on the idle hosts; switch; report the old color's drained and cut connections; watch
+    the new color's error rate and p99 for release.watchSeconds and switch back on a
+    breach; apply contract migrations that already shipped in the rollback target (defer
+    new ones); write the audit record (mcpdeploy status shows the last ones); give the
+    lock back, Ctrl-C included.
+
+    Lab: the lock and log on the edge, the switch by the edge, the watch from its access
+    log. AWS: the lock and log in the stack's DynamoDB table, the image pinned in ECR,
+    the switch by `pulumi up`, the watch from CloudWatch (docs/aws.md).
 
     Any failure before the switch leaves the active color serving and the stack file as
     it was. Exit 0: released and kept; 1: failed or rolled back (the message says which
     step, host and what to look at). Commit Pulumi.STACK.yaml afterwards.
     """
-    _lab_only(stack, "release")
+    target = _target(stack)
     try:
-        report = release(lab_fleet(), image, break_lock=break_lock, progress=step)
+        report = release(target, image, break_lock=break_lock, progress=step)
     except (ReleaseError, LockError, SettingsError, FleetError) as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
@@ -259,19 +273,19 @@ def release_command(
 
 @app.command("rollback")
 def rollback_command(
-    stack: Annotated[str, typer.Option("--stack", "-s", help="Only the lab for now.")] = "lab",
+    stack: TargetOption = "lab",
     break_lock: BreakLockOption = False,
 ) -> None:
     """Serve the previous color again, with the image it still runs.
 
     Takes the release lock, checks that the idle color's hosts run the image the stack
-    file records for them and answer /health/mcp, then switches the edge to it and records
-    the rollback in the release log. Refused (nothing changes) when the previous release
-    is not there any more.
+    file records for them and are ready (lab: /health/mcp from the edge; AWS: healthy in
+    their ALB target group), then switches to it and records the rollback in the release
+    log. Refused (nothing changes) when the previous release is not there any more.
     """
-    _lab_only(stack, "rollback")
+    target = _target(stack)
     try:
-        rollback(lab_fleet(), break_lock=break_lock, progress=step)
+        rollback(target, break_lock=break_lock, progress=step)
     except (ReleaseError, LockError, SettingsError, FleetError) as exc:
         raise fail(str(exc)) from None
 
@@ -287,7 +301,7 @@ def deploy_command(
             "color is never taken down at once.",
         ),
     ] = True,
-    stack: Annotated[str, typer.Option("--stack", "-s", help="Only the lab for now.")] = "lab",
+    stack: TargetOption = "lab",
 ) -> None:
     """Rolling deploy of one color's hosts with the image the stack file gives that color.
 
@@ -296,13 +310,13 @@ def deploy_command(
     rollout, naming the host. Holds the release lock and is recorded in the release log.
     The serving color is refused when it has a single host (that would be an outage).
     """
-    _lab_only(stack, "deploy")
     if color not in COLORS:
         raise fail(f"--color {color!r}: blue or green", 2)
     if not rolling:
         raise fail("only rolling deploys are supported: drop --all-at-once", 2)
+    target = _target(stack)
     try:
-        hosts = deploy_color(lab_fleet(), color, progress=step)
+        hosts = deploy_color(target, color, progress=step)
     except (ReleaseError, LockError, SettingsError, FleetError) as exc:
         raise fail(str(exc)) from None
     step(f"{color}: {', '.join(hosts)} deployed and ready")
@@ -318,40 +332,46 @@ def _release_line(record: dict) -> dict:
 @app.command("status")
 def status_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
-    stack: Annotated[str, typer.Option("--stack", "-s", help="Only the lab for now.")] = "lab",
+    stack: TargetOption = "lab",
 ) -> None:
     """Active color, each color's image, per app host its health and running image, the
     release lock's holder and the last releases.
 
-    Health is /health/mcp as the edge reaches each host; the images are what the stack
-    file gives each color and what each host's container runs; the releases come from the
-    release log on the edge. Exits 1 when a host of the active color is not healthy.
+    Health is /health/mcp as traffic reaches each host (lab: from the edge; AWS: the
+    host's state in its ALB target group); the images are what the stack file gives each
+    color and what each host's container runs; the releases come from the release log
+    (lab: on the edge; AWS: the stack's DynamoDB table). Exits 1 when a host of the
+    active color is not healthy.
     """
-    if stack != "lab":
-        raise fail(f"status knows the lab's hosts only; for {stack} use testinfra", 2)
-    lab = _lab()
     settings = load_settings(stack)
-    fleet = lab_fleet()
+    target = _target(stack)
+    fleet = target.fleet
     hosts = fleet.app_hosts()
     try:
-        health = fleet.health_from_edge(settings.domain, hosts)
-    except FleetError as exc:
-        raise fail(f"{exc} (is the lab up and deployed? mcpdeploy lab status)") from None
-    store = ReleaseStore(fleet)
-    holder = store.holder()
+        health = {
+            name: status
+            for color in COLORS
+            for name, status in target.readiness(settings.domain, color).items()
+        }
+        store = target.store()
+        holder = store.holder()
+        releases = store.last(5)
+    except (FleetError, SwitchError, LockError) as exc:
+        hint = " (is the lab up and deployed? mcpdeploy lab status)" if stack == "lab" else ""
+        raise fail(f"{exc}{hint}") from None
     doc = {
         "stack": stack,
         "active_color": settings.active_color,
-        "url": lab.topo.url,
+        "url": _lab().topo.url if stack == "lab" else f"https://{settings.domain}",
         "images": {color: settings.image_for(color) for color in COLORS},
         "lock": holder.describe() if holder else None,
-        "releases": [_release_line(r) for r in store.last(5)],
+        "releases": [_release_line(r) for r in releases],
         "hosts": [
             {
                 "name": h.name,
                 "color": h.color,
                 "address": h.address,
-                "health": health[h.name],
+                "health": health.get(h.name, "unknown"),
                 "image": fleet.running_image(h.name),
             }
             for h in hosts

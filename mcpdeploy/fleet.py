@@ -59,12 +59,16 @@ class FleetHost:
 
 @dataclass(frozen=True)
 class Fleet:
-    """A stack's hosts and the ssh command that reaches them (``ssh -F <config>``)."""
+    """A stack's hosts and the ssh command that reaches them (``ssh -F <config>``).
+
+    ``sudo``: the login user is not root (AWS: the AMI's ``admin``), so every command runs
+    through ``sudo -n``."""
 
     stack: str
     ssh: tuple[str, ...]
     hosts: tuple[FleetHost, ...]
     inventory: str
+    sudo: bool = False
 
     def role(self, role: str) -> list[FleetHost]:
         """The hosts of ``role``, in inventory order."""
@@ -93,6 +97,8 @@ class Fleet:
         :class:`FleetError` naming the host, the command and the last lines it printed.
         """
         remote = command if isinstance(command, str) else shlex.join(command)
+        if self.sudo:
+            remote = f"sudo -n sh -c {shlex.quote(remote)}"
         try:
             result = subprocess.run(
                 [*self.ssh, host, remote],

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mcpdeploy.fleet import Fleet, FleetHost
-from mcpdeploy.settings import project_root
+from mcpdeploy.settings import Release, project_root
 
 EDGE_CA = "/etc/nginx/tls/upstream-ca.crt"
 EDGE_ACCESS_LOG = "/var/log/nginx/edge.access.log"
@@ -32,8 +32,11 @@ EDGE_ACCESS_LOG = "/var/log/nginx/edge.access.log"
 _GATES = r"""
 import json, ssl, sys, time, urllib.error, urllib.request
 args = json.load(sys.stdin)
-context = ssl.create_default_context(cafile=args["ca"])
-context.check_hostname = False  # app certificates name the domain; we dial addresses
+if args["ca"]:
+    context = ssl.create_default_context(cafile=args["ca"])
+    context.check_hostname = False  # app certificates name the domain; we dial addresses
+else:  # a host asking its own nginx over loopback (the testinfra gate checks the certificate)
+    context = ssl._create_unverified_context()
 
 def call(url, body=None, key=None):
     headers = {"Host": args["domain"], "Accept": "application/json, text/event-stream"}
@@ -217,17 +220,28 @@ def gate_key(fleet: Fleet, host: FleetHost, minutes: int = 30) -> Iterator[str]:
         fleet.run(host.name, [*revoke, created["prefix"]], check=False)
 
 
-def service_gates(fleet: Fleet, hosts: list[FleetHost], domain: str, key: str) -> list[GateResult]:
-    """Readiness, handshake and tools/list on each of ``hosts``, from the edge."""
-    names = {h.address: h.name for h in hosts}
-    request = {"ca": EDGE_CA, "domain": domain, "key": key, "addresses": list(names)}
-    result = fleet.run(
-        _edge(fleet).name, ["python3", "-c", _GATES], stdin=json.dumps(request), timeout=180
-    )
-    return [
-        GateResult(r["gate"], names[r["address"]], r["ok"], r["seconds"], r["detail"])
-        for r in json.loads(result.stdout)
-    ]
+def service_gates(
+    fleet: Fleet, hosts: list[FleetHost], domain: str, key: str, *, from_edge: bool = True
+) -> list[GateResult]:
+    """Readiness, handshake and tools/list on each of ``hosts``: from the edge (its
+    upstream CA, each host's address), or with ``from_edge=False`` (AWS: the load balancer
+    is not a host to run on) from each host itself, through its own nginx on loopback."""
+    if from_edge:
+        names = {h.address: h.name for h in hosts}
+        request = {"ca": EDGE_CA, "domain": domain, "key": key, "addresses": list(names)}
+        result = fleet.run(
+            _edge(fleet).name, ["python3", "-c", _GATES], stdin=json.dumps(request), timeout=180
+        )
+        found = [(names[r["address"]], r) for r in json.loads(result.stdout)]
+    else:
+        found = []
+        for host in hosts:
+            request = {"ca": None, "domain": domain, "key": key, "addresses": ["127.0.0.1"]}
+            result = fleet.run(
+                host.name, ["python3", "-c", _GATES], stdin=json.dumps(request), timeout=180
+            )
+            found += [(host.name, r) for r in json.loads(result.stdout)]
+    return [GateResult(r["gate"], name, r["ok"], r["seconds"], r["detail"]) for name, r in found]
 
 
 # The host suite's modules about an app host itself. The others look across hosts (the
@@ -277,6 +291,7 @@ def testinfra_gate(fleet: Fleet, hosts: list[FleetHost], ssh_config: str) -> Gat
                 f"--ssh-config={ssh_config}",
                 f"--lab-status={out.name}",
                 f"--stack={fleet.stack}",
+                *(["--sudo"] if fleet.sudo else []),
             ],
             cwd=project_root(),
             capture_output=True,
@@ -295,22 +310,17 @@ def testinfra_gate(fleet: Fleet, hosts: list[FleetHost], ssh_config: str) -> Gat
     )
 
 
-def watch(
-    fleet: Fleet,
-    hosts: list[FleetHost],
-    domain: str,
-    seconds: int,
-    max_error_percent: float,
-    max_p99_seconds: float,
-) -> dict[str, Any]:
-    """Judge ``hosts`` by the edge's access log for ``seconds``; stops early on a failure."""
+def watch(fleet: Fleet, hosts: list[FleetHost], domain: str, rules: Release) -> dict[str, Any]:
+    """Judge ``hosts`` by the edge's access log for ``rules.watch_seconds``; stops early
+    on a failure."""
+    seconds = rules.watch_seconds
     request = {
         "log": EDGE_ACCESS_LOG,
         "addresses": [h.address for h in hosts],
         "domain": domain,
         "seconds": seconds,
-        "max_error_percent": max_error_percent,
-        "max_p99_seconds": max_p99_seconds,
+        "max_error_percent": rules.max_error_percent,
+        "max_p99_seconds": rules.max_p99_seconds,
         "min_requests": 20,
     }
     result = fleet.run(

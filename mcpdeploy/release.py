@@ -32,8 +32,8 @@ from typing import Any
 
 from mcpdeploy.engine import Progress, no_progress
 from mcpdeploy.fleet import Fleet, FleetError
-from mcpdeploy.gates import GateResult, drain, gate_key, service_gates, testinfra_gate, watch
-from mcpdeploy.images import ImageError, release_image
+from mcpdeploy.gates import GateResult, gate_key, testinfra_gate
+from mcpdeploy.images import ImageError
 from mcpdeploy.migrations import (
     MIGRATE_ENV_FILE,
     MigrationPlanError,
@@ -45,7 +45,8 @@ from mcpdeploy.preflight import PreflightError, run_preflight
 from mcpdeploy.releaselog import Holder, LockError, ReleaseStore, operator
 from mcpdeploy.settings import Settings, stack_file
 from mcpdeploy.stackfile import StackFileError, edited, validated, write_atomically
-from mcpdeploy.switch import SwitchError, apply_edge, other_color, pyinfra, ready_failures, tail
+from mcpdeploy.switch import SwitchError, other_color, pyinfra, tail
+from mcpdeploy.targets import Target
 
 
 class ReleaseError(Exception):
@@ -117,13 +118,14 @@ def _finish(store: ReleaseStore, holder: Holder, report: Report) -> None:
         store.release(holder)
 
 
-def deploy_color(fleet: Fleet, color: str, progress: Progress = no_progress) -> list[str]:
+def deploy_color(target: Target, color: str, progress: Progress = no_progress) -> list[str]:
     """``mcpdeploy deploy --color``: :func:`rolling_deploy` under the release lock, recorded
     in the release log (a repaired idle color is a rollback target again).
 
     The serving color is refused when it has a single host: its restart would be an outage
     (release to the idle color instead).
     """
+    fleet = target.fleet
     settings = validated(stack_file(fleet.stack).read_text(), fleet.stack)
     hosts = [h for h in fleet.role("app") if h.color == color]
     if color == settings.active_color and len(hosts) < 2:
@@ -134,7 +136,7 @@ def deploy_color(fleet: Fleet, color: str, progress: Progress = no_progress) -> 
     report = Report(
         kind="deploy", stack=fleet.stack, to_color=color, image=settings.image_for(color)
     )
-    store = ReleaseStore(fleet)
+    store = target.store()
     holder = store.acquire(f"deploy {color}", settings.release.lock_timeout_minutes)
     try:
         started = time.time()
@@ -152,14 +154,15 @@ def deploy_color(fleet: Fleet, color: str, progress: Progress = no_progress) -> 
 
 
 def run_gates(
-    fleet: Fleet, settings: Settings, color: str, report: Report, progress: Progress
+    target: Target, settings: Settings, color: str, report: Report, progress: Progress
 ) -> None:
     """Every gate for ``color``'s hosts; raise naming the first failing gate and host."""
+    fleet = target.fleet
     hosts = [h for h in fleet.role("app") if h.color == color]
-    progress(f"gates on {color}: readiness, MCP handshake, tools/list (from the edge)")
+    progress(f"gates on {color}: readiness, MCP handshake, tools/list ({target.vantage})")
     try:
         with gate_key(fleet, hosts[0]) as key:
-            results: list[GateResult] = service_gates(fleet, hosts, settings.domain, key)
+            results: list[GateResult] = target.service_gates(hosts, settings.domain, key)
     except (FleetError, ValueError, KeyError) as exc:
         raise ReleaseError(
             f"gate api-key: the gates' API key could not be created on {hosts[0].name} ({exc}); "
@@ -179,20 +182,23 @@ def run_gates(
 
 
 def release(
-    fleet: Fleet,
+    target: Target,
     image: str,
     *,
     break_lock: bool = False,
-    resolve: Callable[[str, Progress], str] = release_image,
+    resolve: Callable[[str, Progress], str] | None = None,
     progress: Progress = no_progress,
 ) -> Report:
-    """Release ``image`` to the idle color and switch to it (module docstring)."""
+    """Release ``image`` to the idle color and switch to it (module docstring).
+    ``resolve`` pins the image by digest (default: the target's own way)."""
+    fleet = target.fleet
+    resolve = resolve or target.resolve
     path = stack_file(fleet.stack)
     original = path.read_text()
     settings = validated(original, path.name)
     active, idle = settings.active_color, other_color(settings.active_color)
     report = Report(kind="release", stack=fleet.stack, from_color=active, to_color=idle)
-    store = ReleaseStore(fleet)
+    store = target.store()
     holder: Holder = store.acquire(
         f"release to {idle}", settings.release.lock_timeout_minutes, break_lock
     )
@@ -235,20 +241,19 @@ def release(
         report.step("deploy", started, hosts=deployed)
 
         started = time.time()
-        run_gates(fleet, settings, idle, report, progress)
+        run_gates(target, settings, idle, report, progress)
         report.step("gates", started)
 
         started = time.time()
-        progress(f"switching the edge to {idle}")
-        switched_text = edited(new_text, {"activeColor": idle})
-        apply_edge(fleet, path, new_text, switched_text)
+        progress(f"switching to {idle}")
+        switched_text = target.switch(path, new_text, idle, progress)
         switched = True
         report.step("switch", started)
         old_hosts = [h for h in fleet.role("app") if h.color == active]
-        report.drain = drain(fleet, old_hosts, settings.release.drain_timeout_seconds)
+        report.drain = target.drain(old_hosts, settings.release.drain_timeout_seconds)
         progress(
-            f"{idle} serves; {active} had {report.drain['open_at_switch']} connection(s) from "
-            f"the edge: {report.drain['drained']} drained, {report.drain['cut']} cut after "
+            f"{idle} serves; {active} had {report.drain['open_at_switch']} open "
+            f"connection(s): {report.drain['drained']} drained, {report.drain['cut']} cut after "
             f"{settings.release.drain_timeout_seconds} s"
         )
 
@@ -259,19 +264,12 @@ def release(
             f"watching {idle} for {rules.watch_seconds} s (errors ≤ {rules.max_error_percent} %, "
             f"p99 ≤ {rules.max_p99_seconds} s)"
         )
-        report.watch = watch(
-            fleet,
-            new_hosts,
-            settings.domain,
-            rules.watch_seconds,
-            rules.max_error_percent,
-            rules.max_p99_seconds,
-        )
+        report.watch = target.watch(new_hosts, settings.domain, rules)
         report.step("watch", started)
         if report.watch["verdict"] != "pass":
             progress(f"watch failed: {report.watch['reason']}; switching back to {active}")
             started = time.time()
-            apply_edge(fleet, path, switched_text, edited(switched_text, {"activeColor": active}))
+            target.switch(path, switched_text, active, progress)
             report.step("switch back", started)
             report.outcome = "rolled-back"
             report.failed_step = "watch"
@@ -373,10 +371,10 @@ def _failure_message(report: Report, active: str, switched: bool) -> str:
 
 
 def rollback(
-    fleet: Fleet,
+    target: Target,
     *,
     break_lock: bool = False,
-    resolve: Callable[[str, Progress], str] = release_image,
+    resolve: Callable[[str, Progress], str] | None = None,
     progress: Progress = no_progress,
 ) -> Report:
     """Serve the idle color again: the previous release, still running its image.
@@ -384,59 +382,63 @@ def rollback(
     Refused when the idle hosts do not run the image the stack file records for them
     (a failed release left another one there) or do not answer ``/health/mcp``.
     """
+    fleet = target.fleet
+    resolve = resolve or target.resolve
     path = stack_file(fleet.stack)
     original = path.read_text()
     settings = validated(original, path.name)
-    active, target = settings.active_color, other_color(settings.active_color)
+    active, back = settings.active_color, other_color(settings.active_color)
     report = Report(
         kind="rollback",
         stack=fleet.stack,
         from_color=active,
-        to_color=target,
-        image=settings.image_for(target),
+        to_color=back,
+        image=settings.image_for(back),
         previous_image=settings.image_for(active),
     )
-    store = ReleaseStore(fleet)
-    holder = store.acquire(
-        f"rollback to {target}", settings.release.lock_timeout_minutes, break_lock
-    )
+    store = target.store()
+    holder = store.acquire(f"rollback to {back}", settings.release.lock_timeout_minutes, break_lock)
     try:
         started = time.time()
         last = next(
-            (r for r in reversed(store.last(20)) if r.get("to_color") == target),
+            (r for r in reversed(store.last(20)) if r.get("to_color") == back),
             None,
         )
         if last and last.get("outcome") != "kept":
             raise ReleaseError(
-                f"the last {last['kind']} to {target} ended {last['outcome']} "
-                f"({last.get('error') or 'no detail'}): {target} holds an image that never "
+                f"the last {last['kind']} to {back} ended {last['outcome']} "
+                f"({last.get('error') or 'no detail'}): {back} holds an image that never "
                 f"served; release a good image instead (mcpdeploy release --image REF), or "
-                f"repair {target} first (mcpdeploy deploy --color {target})"
+                f"repair {back} first (mcpdeploy deploy --color {back})"
             )
         try:
-            expected = resolve(settings.image_for(target), progress)
+            expected = resolve(settings.image_for(back), progress)
         except ImageError as exc:
-            raise ReleaseError(f"{target}'s image {settings.image_for(target)}: {exc}") from None
-        for host in (h for h in fleet.role("app") if h.color == target):
+            raise ReleaseError(f"{back}'s image {settings.image_for(back)}: {exc}") from None
+        for host in (h for h in fleet.role("app") if h.color == back):
             running = fleet.running_image(host.name)
             if running != expected:
                 raise ReleaseError(
                     f"{host.name} runs {running}, not {expected} as {path.name} records: the "
                     f"previous release is not there to roll back to; release it again instead"
                 )
-        failing = ready_failures(fleet, settings.domain, target)
+        failing = {
+            name: status
+            for name, status in target.readiness(settings.domain, back).items()
+            if status != 200
+        }
         if failing:
             detail = "; ".join(f"{name}: {status}" for name, status in failing.items())
-            raise ReleaseError(f"{target} is not ready ({detail}); {active} keeps serving")
+            raise ReleaseError(f"{back} is not ready ({detail}); {active} keeps serving")
         report.step("check", started)
         started = time.time()
-        progress(f"switching the edge back to {target} ({expected})")
-        apply_edge(fleet, path, original, edited(original, {"activeColor": target}))
+        progress(f"switching back to {back} ({expected})")
+        target.switch(path, original, back, progress)
         report.step("switch", started)
         old_hosts = [h for h in fleet.role("app") if h.color == active]
-        report.drain = drain(fleet, old_hosts, settings.release.drain_timeout_seconds)
+        report.drain = target.drain(old_hosts, settings.release.drain_timeout_seconds)
         report.outcome = "kept"
-        progress(f"rolled back: {target} serves {expected}")
+        progress(f"rolled back: {back} serves {expected}")
     except (ReleaseError, SwitchError, FleetError, StackFileError) as exc:
         report.outcome = "failed"
         report.error = str(exc)

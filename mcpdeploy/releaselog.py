@@ -1,19 +1,22 @@
-"""The release lock and the release log, kept on the stack's first edge host.
+"""The release lock and the release log: one per stack, shared by every operator.
 
-Every operator's ``mcpdeploy`` reaches the same edge, so one lock there serializes
-releases from any machine, and one log there answers "what ran, when, by whom" for all
-of them. Both live under :data:`STATE` (root only); a deploy never touches that directory.
+Where they live depends on the target: on the stack's first edge host (:class:`EdgeLog`,
+the lab and self-hosted; under :data:`STATE`, root only, a deploy never touches it) or in
+the stack's DynamoDB table (:class:`DynamoLog`, AWS; ``infra/components/releases.py``).
+Every operator's ``mcpdeploy`` reaches the same place, so one lock serializes releases
+from any machine and one log answers "what ran, when, by whom" for all of them.
 
-The lock is a file created with ``O_EXCL`` (one winner, atomically) holding who took it,
-from which host and process, when, and for which image. A lock is *stale* when it is
-older than ``release.lockTimeoutMinutes`` or its process is gone (checked when it was
-taken from this machine); ``--break-lock`` removes a stale lock, or one whose process
-cannot be checked from here, and says so in the log. A lock held by a live process on
-this machine is never broken.
+The lock is created atomically (``O_EXCL`` on the edge, a conditional put in DynamoDB:
+one winner) and holds who took it, from which host and process, when, and for what. A
+lock is *stale* when it is older than ``release.lockTimeoutMinutes`` or its process is
+gone (checked when it was taken from this machine); ``--break-lock`` removes a stale
+lock, or one whose process cannot be checked from here, and says so in the log. A lock
+held by a live process on this machine is never broken.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -21,7 +24,9 @@ import socket
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol
+
+import botocore.exceptions
 
 from mcpdeploy.fleet import Fleet
 
@@ -53,16 +58,11 @@ if action == "acquire":
         with os.fdopen(fd, "w") as f:
             json.dump(request["holder"], f)
         print(json.dumps({"acquired": True}))
-elif action == "release":
+elif action == "remove":
     current = holder()
     if current and current.get("token") == request["token"]:
         os.remove(lock)
-    print(json.dumps({"released": bool(current and current.get("token") == request["token"])}))
-elif action == "break":
-    current = holder()
-    if current and current.get("token") == request["token"]:
-        os.remove(lock)
-    print(json.dumps({"broken": current}))
+    print("{}")
 elif action == "holder":
     print(json.dumps({"holder": holder()}))
 elif action == "append":
@@ -120,24 +120,151 @@ def staleness(holder: Holder, timeout_minutes: int, now: float | None = None) ->
     return None
 
 
-class ReleaseStore:
-    """The lock and the log on ``fleet``'s first edge host."""
+class LogBackend(Protocol):
+    """Where a stack's lock and log are kept: atomic create, remove-if-ours, append, tail."""
+
+    stack: str
+    where: str  # for messages: "edge (…/lock.json)", "DynamoDB table …"
+
+    def create_lock(self, holder: dict[str, Any]) -> dict[str, Any] | None:
+        """Create the lock holding ``holder``; None when created, else the current holder."""
+        ...
+
+    def current_lock(self) -> dict[str, Any] | None: ...
+
+    def remove_lock(self, token: str) -> None:
+        """Remove the lock if it still holds ``token`` (never someone else's)."""
+        ...
+
+    def append(self, record: dict[str, Any]) -> None: ...
+
+    def tail(self, count: int) -> list[dict[str, Any]]:
+        """The newest ``count`` records, oldest first."""
+        ...
+
+
+class EdgeLog:
+    """The lock and log as files on ``fleet``'s first edge host (:data:`STATE`)."""
 
     def __init__(self, fleet: Fleet) -> None:
         edges = fleet.role("edge")
         if not edges:
             raise LockError(f"{fleet.inventory} has no edge host to keep the release lock on")
         self.fleet = fleet
+        self.stack = fleet.stack
         self.host = edges[0].name
+        self.where = f"{self.host}:{LOCK}"
 
     def _call(self, action: str, **fields: Any) -> dict[str, Any]:
         request = {"state": STATE, "lock": LOCK, "log": LOG, "action": action, **fields}
         result = self.fleet.run(self.host, ["python3", "-c", _STORE], stdin=json.dumps(request))
         return json.loads(result.stdout)
 
+    def create_lock(self, holder: dict[str, Any]) -> dict[str, Any] | None:
+        answer = self._call("acquire", holder=holder)
+        return None if answer["acquired"] else (answer["holder"] or {})
+
+    def current_lock(self) -> dict[str, Any] | None:
+        return self._call("holder")["holder"]
+
+    def remove_lock(self, token: str) -> None:
+        self._call("remove", token=token)
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.backend.append(record)
+
+    def tail(self, count: int) -> list[dict[str, Any]]:
+        return self.backend.tail(count)
+
+
+def release_table(stack: str) -> str:
+    """The DynamoDB table of an AWS stack's lock and log (infra/components/releases.py)."""
+    return f"mcpdeploy-{stack}-releases"
+
+
+class DynamoLog:
+    """The lock and log in the stack's DynamoDB table (AWS).
+
+    One item ``pk=lock`` is the lock (created with ``attribute_not_exists``: one winner;
+    removed only while it still holds our token); each log record is an item ``pk=log``
+    whose sort key starts with the time, so the newest come first in a query.
+    """
+
+    LOCK_KEY: ClassVar[dict[str, dict[str, str]]] = {"pk": {"S": "lock"}, "sk": {"S": "lock"}}
+
+    def __init__(self, stack: str, client: Any, table: str | None = None) -> None:
+        self.stack = stack
+        self.client = client
+        self.table = table or release_table(stack)
+        self.where = f"DynamoDB table {self.table}"
+
+    def _call(self, operation: str, **request: Any) -> dict[str, Any]:
+        try:
+            return getattr(self.client, operation)(TableName=self.table, **request)
+        except self.client.exceptions.ResourceNotFoundException:
+            raise LockError(
+                f"{self.where} does not exist: run 'pulumi up -s {self.stack}' once with this "
+                "version of infra/ (it creates the release table)"
+            ) from None
+        except self.client.exceptions.ConditionalCheckFailedException:
+            raise
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise LockError(f"{self.where}: {exc}") from None
+
+    def create_lock(self, holder: dict[str, Any]) -> dict[str, Any] | None:
+        item = {**self.LOCK_KEY, "token": {"S": holder["token"]}, "holder": _json(holder)}
+        try:
+            self._call("put_item", Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return self.current_lock() or {}
+        return None
+
+    def current_lock(self) -> dict[str, Any] | None:
+        item = self._call("get_item", Key=self.LOCK_KEY, ConsistentRead=True).get("Item")
+        return json.loads(item["holder"]["S"]) if item else None
+
+    def remove_lock(self, token: str) -> None:
+        # Gone already, or someone else's since a --break-lock: not ours to remove.
+        with contextlib.suppress(self.client.exceptions.ConditionalCheckFailedException):
+            self._call(
+                "delete_item",
+                Key=self.LOCK_KEY,
+                ConditionExpression="#token = :token",
+                ExpressionAttributeNames={"#token": "token"},
+                ExpressionAttributeValues={":token": {"S": token}},
+            )
+
+    def append(self, record: dict[str, Any]) -> None:
+        when = float(record.get("started") or record.get("time") or time.time())
+        key = {"pk": {"S": "log"}, "sk": {"S": f"{when:017.6f}#{uuid.uuid4().hex}"}}
+        self._call("put_item", Item={**key, "record": _json(record)})
+
+    def tail(self, count: int) -> list[dict[str, Any]]:
+        found = self._call(
+            "query",
+            KeyConditionExpression="pk = :log",
+            ExpressionAttributeValues={":log": {"S": "log"}},
+            ScanIndexForward=False,
+            Limit=count,
+            ConsistentRead=True,
+        )["Items"]
+        return [json.loads(item["record"]["S"]) for item in reversed(found)]
+
+
+def _json(value: dict[str, Any]) -> dict[str, str]:
+    return {"S": json.dumps(value, sort_keys=True)}
+
+
+class ReleaseStore:
+    """The lock and the log of one stack, wherever ``backend`` keeps them."""
+
+    def __init__(self, backend: LogBackend) -> None:
+        self.backend = backend
+        self.stack = backend.stack
+
     def holder(self) -> Holder | None:
         """The current lock holder, if any."""
-        found = self._call("holder")["holder"]
+        found = self.backend.current_lock()
         return Holder(**found) if found else None
 
     def acquire(self, purpose: str, timeout_minutes: int, break_lock: bool = False) -> Holder:
@@ -151,10 +278,12 @@ class ReleaseStore:
             purpose=purpose,
         )
         for _ in range(2):
-            answer = self._call("acquire", holder=asdict(mine))
-            if answer["acquired"]:
+            found = self.backend.create_lock(asdict(mine))
+            if found is None:
                 return mine
-            current = Holder(**answer["holder"])
+            if not found:  # removed between our attempt and our look: try again
+                continue
+            current = Holder(**found)
             stale = staleness(current, timeout_minutes)
             if not break_lock:
                 hint = (
@@ -162,17 +291,17 @@ class ReleaseStore:
                     if stale
                     else "wait for it to finish, or if its holder is gone, --break-lock"
                 )
-                raise LockError(f"{self.fleet.stack} is locked by {current.describe()}; {hint}")
+                raise LockError(f"{self.stack} is locked by {current.describe()}; {hint}")
             if stale is None and current.host == socket.gethostname():
                 raise LockError(
-                    f"{self.fleet.stack} is locked by {current.describe()}, a process that is "
+                    f"{self.stack} is locked by {current.describe()}, a process that is "
                     "still running here: stop it (Ctrl-C releases the lock), do not break it"
                 )
-            self._call("break", token=current.token)
+            self.backend.remove_lock(current.token)
             self.record(
                 {
                     "kind": "break-lock",
-                    "stack": self.fleet.stack,
+                    "stack": self.stack,
                     "user": mine.user,
                     "host": mine.host,
                     "time": time.time(),
@@ -181,16 +310,16 @@ class ReleaseStore:
                 }
             )
             break_lock = False
-        raise LockError(f"{self.fleet.stack}: the lock was taken again while breaking it")
+        raise LockError(f"{self.stack}: the lock was taken again while breaking it")
 
     def release(self, holder: Holder) -> None:
         """Give the lock back (only ours: a broken-and-retaken lock is left alone)."""
-        self._call("release", token=holder.token)
+        self.backend.remove_lock(holder.token)
 
     def record(self, record: dict[str, Any]) -> None:
         """Append one record to the release log."""
-        self._call("append", record=record)
+        self.backend.append(record)
 
     def last(self, count: int = 5) -> list[dict[str, Any]]:
         """The newest ``count`` records, oldest first."""
-        return self._call("tail", count=count)["records"]
+        return self.backend.tail(count)

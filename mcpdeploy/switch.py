@@ -9,6 +9,7 @@ or the file is put back and the active color stays as it was.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,8 @@ def other_color(color: str) -> str:
 
 
 def pyinfra(fleet: Fleet, limit: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    """``pyinfra -y --limit LIMIT <inventory> deploy.py`` from the project root."""
+    """``pyinfra -y --limit LIMIT <inventory> deploy.py`` from the project root (with
+    ``MCPDEPLOY_STACK``: an inventory such as hosts/aws.py serves any stack)."""
     return subprocess.run(
         [
             str(Path(sys.executable).with_name("pyinfra")),
@@ -40,6 +42,7 @@ def pyinfra(fleet: Fleet, limit: str, timeout: float = 900) -> subprocess.Comple
             "deploy.py",
         ],
         cwd=project_root(),
+        env={**os.environ, "MCPDEPLOY_STACK": fleet.stack},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -6,8 +6,8 @@ color's app host pulls the image it plans migrations for (the release pulls it a
 :func:`run_preflight` returns the checks so ``release`` can stop on a failure; the command
 prints them as a table or JSON and exits 1 when any failed.
 
-Hosts are reached through :class:`~mcpdeploy.fleet.Fleet` only. The lab is the one stack
-whose hosts, registry and endpoint this CLI knows; AWS needs its own (see the docs).
+Hosts are reached through :class:`~mcpdeploy.fleet.Fleet` only: the lab's, or an AWS
+stack's (mcpdeploy/targets.py); the image is looked up in the lab registry or in ECR.
 """
 
 from __future__ import annotations
@@ -16,23 +16,27 @@ import json
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
+import boto3
 import typer
 from rich.table import Table
 from rich.text import Text
 
+from mcpdeploy.aws_inventory import stack_region
 from mcpdeploy.console import fail, out, step
 from mcpdeploy.credentials import NAMES, state_dir
 from mcpdeploy.engine import Progress, no_progress
-from mcpdeploy.fleet import Fleet, lab_fleet
+from mcpdeploy.fleet import Fleet, FleetError
 from mcpdeploy.preflight.check import Check, Status
 from mcpdeploy.preflight.data import plan_migrations, probe_dependencies
 from mcpdeploy.preflight.hosts import probe_hosts
-from mcpdeploy.preflight.image import image_check, scan_check, scan_report_path
+from mcpdeploy.preflight.image import ecr_checks, image_check, scan_check, scan_report_path
 from mcpdeploy.preflight.tls import served_certificate_check
-from mcpdeploy.settings import COLORS, Settings, SettingsError, load_settings
+from mcpdeploy.settings import COLORS, Settings, SettingsError, load_settings, project_root
+from mcpdeploy.switch import SwitchError
+from mcpdeploy.targets import target_for
 
 __all__ = ["Check", "PreflightError", "Status", "register", "run_preflight"]
 
@@ -48,50 +52,63 @@ def run_preflight(
     fleet: Fleet | None = None,
     scan_file: Path | None = None,
     defer_contract: bool = False,
+    ecr: Any = None,
     progress: Progress = no_progress,
 ) -> list[Check]:
     """The checklist for releasing ``image`` (default: the settings' image) to ``stack``.
 
-    ``fleet``: the hosts and how to reach them (default: the lab's). ``scan_file``: the
-    image's scan report (default: :func:`~mcpdeploy.preflight.image.scan_report_path`).
+    ``fleet``: the hosts and how to reach them (default: the stack's, mcpdeploy/targets.py).
+    The lab's image is looked up in the lab registry, its scan in ``scan_file`` (default:
+    :func:`~mcpdeploy.preflight.image.scan_report_path`) and its certificate at the edge;
+    an AWS stack's image and scan in ECR (``ecr``: a boto3 client, default one in the
+    stack's region) and its certificate at ``https://<domain>``, as clients get it.
     ``defer_contract``: the caller applies expand migrations only, so a contract migration
     new in this image waits for the next release (warn) instead of running now (fail).
     """
-    if stack != "lab":
-        raise PreflightError(
-            f"preflight knows the lab's hosts only; {stack} would need its inventory "
-            "(hosts/aws.py), its registry (ECR) and its public endpoint (docs/preflight.md)"
-        )
     try:
         settings = load_settings(stack)
     except SettingsError as exc:
         return [Check("settings", "fail", str(exc), f"`mcpdeploy config check --stack {stack}`")]
     checks = [Check("settings", "pass", f"Pulumi.{stack}.yaml is valid")]
-    fleet = fleet or lab_fleet()
+    try:
+        fleet = fleet or target_for(stack).fleet
+    except (SwitchError, FleetError, SettingsError) as exc:
+        raise PreflightError(f"cannot reach the hosts of {stack}: {exc}") from None
 
     progress("every host over SSH: memory and free disk")
     host_checks, reachable = probe_hosts(fleet, settings.maintenance.disk_alert_percent)
     checks += host_checks
 
     reference = image or settings.image
-    progress(f"{reference} in the registry")
-    image_result, pinned = image_check(reference)
-    checks.append(image_result)
-    if scan_file is None and pinned is not None:
-        scan_file = scan_report_path(stack, pinned.rpartition("@")[2])
-    checks.append(scan_check(scan_file))
+    if stack == "lab":
+        progress(f"{reference} in the registry")
+        image_result, pinned = image_check(reference)
+        if scan_file is None and pinned is not None:
+            scan_file = scan_report_path(stack, pinned.rpartition("@")[2])
+        checks += [image_result, scan_check(scan_file)]
+    else:
+        progress(f"{reference} in ECR, and its scan")
+        if ecr is None:
+            ecr = boto3.client("ecr", region_name=stack_region(stack, project_root()))
+        image_result, scan_result, pinned = ecr_checks(reference, ecr)
+        checks += [image_result, scan_result]
 
     checks += _from_idle_color(fleet, settings, reachable, pinned, defer_contract, progress)
 
-    progress("the certificate the edge serves")
-    ca = state_dir(stack) / "ca.crt"
-    checks.append(
-        served_certificate_check(
+    if stack == "lab":
+        progress("the certificate the edge serves")
+        ca = state_dir(stack) / "ca.crt"
+        address, port, ca_pem = (
             "127.0.0.1",
             settings.lab.https_port,
-            settings.domain,
             ca.read_text() if ca.is_file() else None,
-            settings.maintenance.certificate_warning_days,
+        )
+    else:
+        progress(f"the certificate https://{settings.domain} serves")
+        address, port, ca_pem = settings.domain, 443, None
+    checks.append(
+        served_certificate_check(
+            address, port, settings.domain, ca_pem, settings.maintenance.certificate_warning_days
         )
     )
     return redact(checks, _stack_secrets(stack))
@@ -167,7 +184,7 @@ def register(app: typer.Typer) -> None:
     @app.command("preflight")
     def preflight_command(
         stack: Annotated[
-            str, typer.Option("--stack", "-s", help="Stack name; only the lab for now.")
+            str, typer.Option("--stack", "-s", help="Stack name: lab, or an AWS stack.")
         ] = "lab",
         image: Annotated[
             str | None,
@@ -188,9 +205,10 @@ def register(app: typer.Typer) -> None:
         Checks: the settings; every host over SSH with at least 2 GiB of memory and 2 GiB
         free on its disks; PostgreSQL 13+ and Redis 6+ with the runtime credentials from an
         app host of the idle color; the migrations the image would apply, and whether its
-        contract migrations may run; the certificate the edge serves (trusted, names the
-        domain, days left); the image in the registry and its scan report. Each says pass,
-        warn or fail, with the fix. Exits 1 when any check fails (docs/preflight.md).
+        contract migrations may run; the certificate clients get (lab: the edge; AWS:
+        https://DOMAIN): trusted, names the domain, days left; the image in the registry
+        and its scan (lab: the report file; AWS: ECR's scan on push). Each says pass, warn
+        or fail, with the fix. Exits 1 when any check fails (docs/preflight.md).
         """
         try:
             # Deploys run expand migrations only (roles/app); contract ones wait for a

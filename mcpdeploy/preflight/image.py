@@ -139,3 +139,25 @@ def scan_check(path: Path | None) -> Check:
             "scan again",
         )
     return Check("image scan", "pass", seen)
+
+
+def ecr_checks(reference: str, ecr: Any) -> tuple[Check, Check, str | None]:
+    """The image and image-scan checks of an AWS stack: ``reference`` in ECR (pinned by
+    digest when found) and ECR's own scan of it (scan on push): absent → warn, any
+    critical finding → fail."""
+    from mcpdeploy.aws_target import EcrError, ecr_image
+
+    try:
+        pinned, counts = ecr_image(ecr, reference)
+    except EcrError as exc:
+        no_scan = Check("image scan", "warn", "not checked: the image is not in ECR", "")
+        return Check("image", "fail", str(exc), "push the image to the stack's ECR"), no_scan, None
+    image = Check("image", "pass", f"{reference} is in ECR as {pinned.rpartition('@')[2]}")
+    if counts is None:
+        how = "wait for ECR's scan on push, or `aws ecr start-image-scan` (docs/preflight.md)"
+        return image, Check("image scan", "warn", "no completed ECR scan yet", how), pinned
+    seen = ", ".join(f"{n} {level.lower()}" for level, n in sorted(counts.items()))
+    if counts.get("CRITICAL"):
+        fix = "rebuild on patched packages (app_image/base, app_image/requirements.txt)"
+        return image, Check("image scan", "fail", f"ECR scan: {seen}", fix), pinned
+    return image, Check("image scan", "pass", f"ECR scan: {seen or 'no findings'}"), pinned

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import subprocess
 
 import boto3
 import pytest
@@ -91,15 +92,32 @@ def test_groups_follow_the_lab_inventory_contract(tmp_path):
     assert data["deploy_authorized_keys"] == [PROD_LIKE["mcpdeploy:aws"]["sshPublicKey"]]
 
 
-def test_ssh_goes_through_ssm_or_the_jump_host():
+def resolved(config: str, name: str, tmp_path) -> dict[str, str]:
+    """What ssh itself makes of ``ssh <name>`` with ``config`` (``ssh -G``)."""
+    path = tmp_path / "ssh_config"
+    path.write_text(config)
+    out = subprocess.run(
+        ["ssh", "-G", "-F", str(path), name], capture_output=True, text=True, check=True
+    ).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def test_ssh_goes_through_ssm_or_the_jump_host(tmp_path):
     hosts = [AwsHost("blue1", "i-0b1", "10.40.128.10", "blue")]
     ssm = ssh_config(hosts, parse_settings({"config": PROD_LIKE}), REGION)
-    assert "Host i-0b1" in ssm and "aws ssm start-session --target %h" in ssm
-    assert "AWS-StartSSHSession" in ssm and f"--region {REGION}" in ssm
+    # pyinfra dials the instance id, mcpdeploy release and testinfra the inventory name.
+    for name in ("i-0b1", "blue1"):
+        seen = resolved(ssm, name, tmp_path)
+        assert (seen["hostname"], seen["user"]) == ("i-0b1", "admin")
+        # %h is the hostname above: the session goes to the instance.
+        assert seen["proxycommand"].startswith("aws ssm start-session --target %h ")
+        assert "AWS-StartSSHSession" in seen["proxycommand"] and REGION in seen["proxycommand"]
     config = copy.deepcopy(PROD_LIKE)
     config["mcpdeploy:aws"].update(access="bastion", bastion="ops@jump.example.com")
     jump = ssh_config(hosts, parse_settings({"config": config}), REGION)
-    assert "Host 10.40.128.10" in jump and "ProxyJump ops@jump.example.com" in jump
+    for name in ("10.40.128.10", "blue1"):
+        seen = resolved(jump, name, tmp_path)
+        assert (seen["hostname"], seen["proxyjump"]) == ("10.40.128.10", "ops@jump.example.com")
 
 
 def test_inventory_without_pulumi_cli_discovers_by_tags(aws_env, tmp_path, monkeypatch):
@@ -112,7 +130,9 @@ def test_inventory_without_pulumi_cli_discovers_by_tags(aws_env, tmp_path, monke
     groups = aws_inventory.aws_groups(root=root)
     assert [n for n, _ in groups["app_blue"]] == ["blue1"]
     assert (
-        (tmp_path / "cache" / "mcpdeploy" / "prod" / "ssh_config").read_text().startswith("Host i-")
+        (tmp_path / "cache" / "mcpdeploy" / "prod" / "ssh_config")
+        .read_text()
+        .startswith("Host blue1 i-")
     )
 
 

@@ -8,6 +8,7 @@ import pulumi_aws as aws
 import pytest
 from pulumi_harness import ACCOUNT, PROD_LIKE, Run, run_program, write_project
 
+from mcpdeploy.releaselog import release_table
 from mcpdeploy.settings import SettingsError
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's wire marker of a secret value
@@ -41,7 +42,7 @@ def test_every_component_is_a_mcpdeploy_aws_component(prod_run: Run):
         f"mcpdeploy:aws:{c}"
         for c in (
             "Network", "SecurityGroups", "Database", "Cache", "Tls", "LoadBalancer", "Hosts",
-            "Registry", "Secrets", "Backups", "Alarms",
+            "Registry", "Secrets", "Backups", "Alarms", "Releases",
         )
     }  # fmt: skip
 
@@ -393,3 +394,13 @@ def test_provider_types_reject_a_misspelt_argument():
         aws.rds.Instance(
             "typo", engine="postgres", instance_class="db.t4g.micro", storage_encryptd=True
         )
+
+
+def test_the_release_table_is_named_for_the_cli_encrypted_and_recoverable(prod_run: Run):
+    table = prod_run.mocks.one("aws:dynamodb/table:Table").inputs
+    assert table["name"] == release_table("prod")  # DynamoLog finds it by the stack name
+    assert (table["hashKey"], table["rangeKey"]) == ("pk", "sk")
+    assert table["billingMode"] == "PAY_PER_REQUEST"
+    assert table["pointInTimeRecovery"]["enabled"] is True
+    assert table["serverSideEncryption"]["enabled"] is True
+    assert table["deletionProtectionEnabled"] is True

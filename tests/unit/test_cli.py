@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from mcpdeploy.cli import app
@@ -55,7 +56,21 @@ def test_switch_to_an_unknown_color_is_refused_before_anything_runs():
     assert result.exit_code == 2 and "blue or green" in result.stderr
 
 
-def test_switch_on_a_stack_without_a_lab_edge_says_how_to_switch_it():
+def test_switch_on_an_aws_stack_without_the_pulumi_cli_is_one_error_line(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
     result = runner.invoke(app, ["switch", "--to", "green", "--stack", "prod"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: the Pulumi CLI is not installed")
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["release", "--image", "x"], ["rollback"], ["status"], ["deploy", "--color", "blue"]],
+)
+def test_release_commands_on_an_unreachable_aws_stack_are_one_error_line(monkeypatch, command):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    result = runner.invoke(app, [*command, "--stack", "prod"])
     assert result.exit_code == 2
-    assert "pulumi up" in result.stderr and "Pulumi.prod.yaml" in result.stderr
+    assert result.stderr.startswith("error: cannot reach prod: the Pulumi CLI is not installed")
+    assert "Traceback" not in result.output

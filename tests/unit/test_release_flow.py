@@ -17,6 +17,7 @@ from mcpdeploy import release as release_module
 from mcpdeploy.fleet import Fleet, FleetHost
 from mcpdeploy.release import ReleaseError, release, rollback
 from mcpdeploy.releaselog import Holder, staleness
+from mcpdeploy.stackfile import validated
 
 STACK = """config:
   mcpdeploy:domain: mcp.lab.test
@@ -61,6 +62,44 @@ class Store:
         return self.records[-count:]
 
 
+class FakeTarget:
+    """Every target-specific step recorded: the switch edits the stack file as the edge's
+    does, the watch answers what the test says."""
+
+    vantage = "the test"
+
+    def __init__(self, calls: dict) -> None:
+        self.fleet = FLEET
+        self.stack = FLEET.stack
+        self.calls = calls
+
+    def store(self) -> Store:
+        return Store(self.fleet)
+
+    def resolve(self, image: str, progress) -> str:
+        return NEW
+
+    def readiness(self, domain: str, color: str) -> dict:
+        return {h.name: 200 for h in self.fleet.app_hosts(color)}
+
+    def service_gates(self, hosts, domain, key) -> list:
+        return []
+
+    def switch(self, path_: Path, current: str, color: str, progress) -> str:
+        new = current.replace(
+            f"activeColor: {validated(current, 'x').active_color}", f"activeColor: {color}"
+        )
+        self.calls["switches"].append(new)
+        path_.write_text(new)
+        return new
+
+    def drain(self, hosts, seconds) -> dict:
+        return {"open_at_switch": 2, "drained": 2, "cut": 0}
+
+    def watch(self, *args) -> dict:
+        return self.calls["watch"]
+
+
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     """A stack file in tmp_path and every host-facing step replaced by a recorder."""
@@ -69,18 +108,6 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     path.write_text(STACK)
     calls: dict = {"switches": [], "watch": {"verdict": "pass", "reason": ""}}
     monkeypatch.setattr(release_module, "stack_file", lambda stack: path)
-    monkeypatch.setattr(release_module, "ReleaseStore", Store)
-    monkeypatch.setattr(release_module, "rolling_deploy", lambda fleet, color, progress: [color])
-    monkeypatch.setattr(
-        release_module, "drain", lambda *a: {"open_at_switch": 2, "drained": 2, "cut": 0}
-    )
-
-    def apply_edge(fleet, path_, original, new_text):
-        calls["switches"].append(new_text)
-        path_.write_text(new_text)
-
-    monkeypatch.setattr(release_module, "apply_edge", apply_edge)
-    monkeypatch.setattr(release_module, "watch", lambda *a: calls["watch"])
     monkeypatch.setattr(Fleet, "running_image", lambda self, host: f"old/{host}@x")
     monkeypatch.setattr(release_module, "run_preflight", lambda *a, **k: calls.get("preflight", []))
     monkeypatch.setattr(
@@ -98,6 +125,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
         lambda *a: calls.get("gate_error") and _raise(calls["gate_error"]),
     )
     calls["path"] = path
+    calls["target"] = FakeTarget(calls)
     return calls
 
 
@@ -105,12 +133,8 @@ def _raise(exc: BaseException) -> None:
     raise exc
 
 
-def resolve(image: str, progress) -> str:
-    return NEW
-
-
 def test_a_kept_release_switches_records_and_unlocks(world):
-    report = release(FLEET, "x", resolve=resolve)
+    report = release(world["target"], "x")
     assert report.outcome == "kept"
     text = world["path"].read_text()
     assert "activeColor: green" in text and f"greenImage: {NEW}" in text
@@ -129,7 +153,7 @@ def test_a_kept_release_switches_records_and_unlocks(world):
 def test_a_failed_gate_never_switches_and_restores_the_stack_file(world):
     world["gate_error"] = ReleaseError("gate readiness failed on app-green: 503")
     with pytest.raises(ReleaseError, match="blue keeps serving"):
-        release(FLEET, "x", resolve=resolve)
+        release(world["target"], "x")
     assert world["switches"] == []
     assert world["path"].read_text() == STACK
     record = Store.current.records[-1]
@@ -139,7 +163,7 @@ def test_a_failed_gate_never_switches_and_restores_the_stack_file(world):
 
 def test_a_failed_watch_switches_back(world):
     world["watch"] = {"verdict": "fail", "reason": "12 of 40 responses failed"}
-    report = release(FLEET, "x", resolve=resolve)
+    report = release(world["target"], "x")
     assert report.outcome == "rolled-back"
     assert len(world["switches"]) == 2
     assert "activeColor: blue" in world["path"].read_text()
@@ -151,7 +175,7 @@ def test_a_failed_watch_switches_back(world):
 def test_ctrl_c_before_the_switch_restores_the_file_and_unlocks(world):
     world["gate_error"] = KeyboardInterrupt()
     with pytest.raises(KeyboardInterrupt):
-        release(FLEET, "x", resolve=resolve)
+        release(world["target"], "x")
     assert world["path"].read_text() == STACK
     assert Store.current.records[-1]["outcome"] == "interrupted" and not Store.current.held
 
@@ -164,7 +188,7 @@ def test_rollback_refuses_when_the_previous_image_is_not_running(world, monkeypa
         Fleet, "running_image", lambda self, host: "something/else@sha256:" + "c" * 64
     )
     with pytest.raises(ReleaseError, match="not there to roll back to"):
-        rollback(FLEET)
+        rollback(world["target"])
     assert world["switches"] == []
     assert Store.current.records[-1]["outcome"] == "failed" and not Store.current.held
 
@@ -190,7 +214,7 @@ def test_a_failed_preflight_stops_before_anything_is_deployed(world):
         Check("postgres", "fail", "unreachable from app-green", "open 5432 to the app hosts")
     ]
     with pytest.raises(ReleaseError, match="preflight failed: postgres: unreachable"):
-        release(FLEET, "x", resolve=resolve)
+        release(world["target"], "x")
     assert world["deployed"] == [] and world["switches"] == []
     assert world["path"].read_text() == STACK
     assert Store.current.records[-1]["failed_step"] == "preflight" and not Store.current.held
@@ -198,10 +222,10 @@ def test_a_failed_preflight_stops_before_anything_is_deployed(world):
 
 def test_rollback_never_goes_to_a_color_whose_last_release_was_switched_back(world):
     world["watch"] = {"verdict": "fail", "reason": "12 of 40 responses failed"}
-    release(FLEET, "x", resolve=resolve)
+    release(world["target"], "x")
     store = Store.current
     with pytest.raises(ReleaseError, match="ended rolled-back"):
-        rollback(FLEET, resolve=resolve)
+        rollback(world["target"])
     assert "activeColor: blue" in world["path"].read_text()
     assert len(world["switches"]) == 2  # the release's switch and switch-back, no third
     assert store.records[-1]["outcome"] == "failed" and not store.held
