@@ -53,6 +53,9 @@ from mcpdeploy.settings import Release, Settings, load_settings, project_root
 NAMESPACE = "AWS/ApplicationELB"
 POLL_SECONDS = 30
 MIN_REQUESTS = 20  # below this many requests an error rate says nothing yet
+# How long a host may take to turn healthy in its target group after its deploy: the
+# ALB's healthy threshold (2) times its interval (15 s), with room (loadbalancer.py).
+ALB_READY_SECONDS = 120
 
 # Runs on each old host: its inbound HTTPS connections (from the ALB), until they end or
 # the drain timeout passes; what is left is then closed from here (ss -K).
@@ -164,20 +167,24 @@ class AwsTarget:
     def service_gates(
         self, hosts: list[FleetHost], domain: str, key: str
     ) -> list[gates.GateResult]:
+        """The service gates on each host, then gate ``alb``: every host healthy in its
+        target group. A host just restarted turns healthy only after the ALB's healthy
+        threshold of checks, so its state is polled for up to :data:`ALB_READY_SECONDS`."""
         results = gates.service_gates(self.fleet, hosts, domain, key, from_edge=False)
         color = hosts[0].color or ""
         started = self.clock()
-        health = self.readiness(domain, color)
+        while True:
+            health = self.readiness(domain, color)
+            ready = all(health.get(h.name) == 200 for h in hosts)
+            if ready or self.clock() - started >= ALB_READY_SECONDS:
+                break
+            self.sleep(5)
         for host in hosts:
             status = health.get(host.name, "not in the stack's hosts output")
+            detail = "healthy" if status == 200 else str(status)
+            seconds = round(self.clock() - started, 1)
             results.append(
-                gates.GateResult(
-                    "alb",
-                    host.name,
-                    status == 200,
-                    round(self.clock() - started, 3),
-                    f"target group of {color}: " + ("healthy" if status == 200 else str(status)),
-                )
+                gates.GateResult("alb", host.name, status == 200, seconds, f"{color}: {detail}")
             )
         return results
 
