@@ -69,6 +69,18 @@ def restore(original: str) -> None:
     assert result.returncode == 0, result.stdout[-3000:]
 
 
+def switched_colors() -> Iterator[tuple[str, str]]:
+    """Fixture body for tests that switch: yields (active, idle); afterwards the stack
+    file is put back and, if it had changed, the edge deployed to it again."""
+    original = STACK_FILE.read_text()
+    active = load_settings("lab").active_color
+    yield active, "green" if active == "blue" else "blue"
+    if STACK_FILE.read_text() != original:
+        STACK_FILE.write_text(original)
+        result = run(str(BIN / "pyinfra"), "-y", "--limit", "edge", "hosts/lab.py", "deploy.py")
+        assert result.returncode == 0, result.stdout[-2000:]
+
+
 def current_image() -> str:
     """The digest-pinned image of the lab's sources (built and pushed when missing)."""
     return release_image(load_settings("lab").image)

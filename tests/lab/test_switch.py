@@ -8,60 +8,29 @@ file and the edge whatever happens.
 from __future__ import annotations
 
 import json
-import ssl
-import subprocess
-import sys
-from pathlib import Path
 
-import httpx2
 import pytest
+from release_harness import BIN, READY, STACK_FILE, run, served, switched_colors
 
 from mcpdeploy.lab import STATE_DIR
 from mcpdeploy.settings import load_settings
 
 pytestmark = pytest.mark.lab
-ROOT = Path(__file__).resolve().parents[2]
-STACK_FILE = ROOT / "Pulumi.lab.yaml"
-# Remote shell: wait (bounded) until the service answers its readiness check again.
-READY = (
-    "for i in $(seq 60); do python3 -c 'import urllib.request; "
-    'urllib.request.urlopen("http://127.0.0.1:3000/health/mcp", timeout=2)\' && exit 0; '
-    "sleep 1; done; exit 1"
-)
-BIN = Path(sys.executable).parent
-
-
-def run(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
-
-
-def served_color() -> tuple[str, int]:
-    settings = load_settings("lab")
-    context = ssl.create_default_context(cafile=str(STATE_DIR / "ca.crt"))
-    with httpx2.Client(verify=context, timeout=10) as client:
-        response = client.get(f"https://127.0.0.1:{settings.lab.https_port}/health/mcp")
-    return response.headers["x-mcp-color"], response.status_code
 
 
 @pytest.fixture
 def colors():
     """(active, idle) colors; the stack file and the edge are restored afterwards."""
-    original = STACK_FILE.read_text()
-    active = load_settings("lab").active_color
-    yield active, "green" if active == "blue" else "blue"
-    if STACK_FILE.read_text() != original:
-        STACK_FILE.write_text(original)
-        result = run(str(BIN / "pyinfra"), "-y", "--limit", "edge", "hosts/lab.py", "deploy.py")
-        assert result.returncode == 0, result.stdout[-2000:]
+    yield from switched_colors()
 
 
 def test_switch_moves_traffic_to_the_other_color_and_back(colors):
     active, idle = colors
-    assert served_color() == (active, 200)
+    assert served() == (active, 200)
     for color in (idle, active):
         result = run(str(BIN / "mcpdeploy"), "switch", "--to", color)
         assert result.returncode == 0, result.stderr
-        assert served_color() == (color, 200)
+        assert served() == (color, 200)
         assert load_settings("lab").active_color == color
 
 
@@ -82,7 +51,7 @@ def test_switch_to_a_color_that_is_not_ready_is_refused_and_changes_nothing(colo
     assert f"{idle} is not ready" in result.stderr and f"{active} keeps serving" in result.stderr
     assert "Traceback" not in result.stderr
     assert STACK_FILE.read_text() == before
-    assert served_color() == (active, 200)
+    assert served() == (active, 200)
 
 
 def status() -> tuple[int, dict]:

@@ -9,21 +9,16 @@ fixture restores ``Pulumi.lab.yaml`` and the edge whatever happens.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+from release_harness import BIN, run, switched_colors
 
 from mcpdeploy.loadgen import LoadGenerator, LoadResult, lab_load
 from mcpdeploy.settings import load_settings
 
 pytestmark = pytest.mark.lab
-ROOT = Path(__file__).resolve().parents[2]
-STACK_FILE = ROOT / "Pulumi.lab.yaml"
-BIN = Path(sys.executable).parent
 RATE = 220.0  # planned requests/s
 MIN_RATE = 200.0  # what the issue asks for, measured
 CLIENTS = 12
@@ -50,20 +45,10 @@ def event(active: str, idle: str) -> list[Step]:
     ]
 
 
-def run(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
-
-
 @pytest.fixture
 def colors():
     """(active, idle) colors; the stack file and the edge are restored afterwards."""
-    original = STACK_FILE.read_text()
-    active = load_settings("lab").active_color
-    yield active, "green" if active == "blue" else "blue"
-    if STACK_FILE.read_text() != original:
-        STACK_FILE.write_text(original)
-        result = run(str(BIN / "pyinfra"), "-y", "--limit", "edge", "hosts/lab.py", "deploy.py")
-        assert result.returncode == 0, result.stdout[-2000:]
+    yield from switched_colors()
 
 
 def keep_loading(load: LoadGenerator, seconds: float) -> None:
