@@ -380,3 +380,24 @@ def test_the_ssh_of_an_aws_fleet_runs_every_command_through_sudo():
     fleet = Fleet("prod", ("echo",), (), "hosts/aws.py", sudo=True)
     result = Fleet.run(fleet, "green1", ["docker", "inspect", "mcp-service"])
     assert result.stdout.strip() == "green1 sudo -n sh -c 'docker inspect mcp-service'"
+
+
+def test_status_of_an_aws_stack_reads_the_alb_the_hosts_and_dynamodb(world, monkeypatch):
+    from typer.testing import CliRunner
+
+    from mcpdeploy import cli
+
+    release(world.target, world.image)
+    world.alb.ec2.stop_instances(InstanceIds=[world.alb.host("blue", 1)["id"]])
+    monkeypatch.setattr(cli, "target_for", lambda stack: world.target)
+    result = CliRunner().invoke(cli.app, ["status", "--stack", "prod", "--json"])
+    doc = json.loads(result.stdout)
+    health = {h["name"]: h["health"] for h in doc["hosts"]}
+    assert health["green1"] == 200 and health["blue1"] == 200
+    assert health["blue2"].startswith("unused")
+    images = {h["name"]: h["image"] for h in doc["hosts"]}
+    assert images["green2"] == world.pinned
+    (last,) = doc["releases"]
+    assert (last["kind"], last["outcome"], last["to_color"]) == ("release", "kept", "green")
+    # Pulumi.prod.yaml says blue serves, and blue2 is down: exit 1.
+    assert doc["active_color"] == "blue" and result.exit_code == 1
