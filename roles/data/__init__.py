@@ -1,5 +1,5 @@
 """Data role: PostgreSQL and Redis for the app hosts (lab and self-hosted; on AWS, RDS and
-ElastiCache do this).
+ElastiCache do this, and ``roles/data/rds.py`` makes the service's roles there).
 
 Both listen on the host's private address only, speak TLS only with the host's
 certificate from the stack's CA, and admit the service's users by password only; the
