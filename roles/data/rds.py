@@ -3,8 +3,9 @@
 The lab's data role creates the service's database roles and grants on its own server.
 On AWS the database exists (``infra/components/database.py``) but those roles do not: the
 RDS-managed master user creates them with the same grants, once per deploy, from one app
-host (:func:`service_roles`, run with ``_run_once``). :func:`managed_service_urls` gives
-the service the same variables as :func:`roles.data.service_urls` does on the lab.
+host (:func:`service_roles`, run with ``_run_once``: the host that reaches it first).
+:func:`managed_service_urls` gives the service the same variables as
+:func:`roles.data.service_urls` does on the lab.
 
 The RDS certificate is verified against the RDS global CA bundle (``verify-full``): the
 operator's deploy fetches it over HTTPS (:func:`mcpdeploy.credentials.rds_ca_bundle`) and
