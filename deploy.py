@@ -6,6 +6,7 @@ Each host's ``stack`` names the settings (Pulumi.<stack>.yaml); its ``role`` (ed
 data) and the inventory's groups decide its firewall allow-list.
 """
 
+import functools
 import json
 
 from pydantic import HttpUrl
@@ -13,7 +14,16 @@ from pyinfra import host, inventory
 from pyinfra.operations import files
 
 from mcpdeploy.access import MAINTENANCE_FLAG
-from mcpdeploy.credentials import DATABASE, host_tls, stack_ca, stack_credentials
+from mcpdeploy.credentials import (
+    DATABASE,
+    OWNER_ROLE,
+    RUNTIME_ROLE,
+    host_tls,
+    rds_ca_bundle,
+    rds_master_credentials,
+    stack_ca,
+    stack_credentials,
+)
 from mcpdeploy.images import release_image
 from mcpdeploy.lab.topology import REGISTRY_NAME, REGISTRY_PORT
 from mcpdeploy.settings import COLORS, load_settings
@@ -22,7 +32,7 @@ from roles.app import CONTAINER as APP_CONTAINER
 from roles.app import CONTAINER_CA_FILE, app, service_environment
 from roles.app import PORT as APP_PORT
 from roles.base import base
-from roles.data import data, service_urls
+from roles.data import data, rds, service_urls
 from roles.docker import docker_engine
 from roles.edge import edge
 from roles.firewall import firewall, firewall_rules
@@ -51,6 +61,8 @@ firewall(
         admin_cidrs=settings.admin_cidrs,
         edge_addresses=[edge.data.address for edge in inventory.get_group("edge", [])],
         app_addresses=[app.data.address for app in inventory.get_group("app", [])],
+        # AWS: the ALB, somewhere in the VPC (hosts/aws.py); the lab's edge is an edge host.
+        load_balancer_cidrs=host.data.get("load_balancer_cidrs", []),
         collector_ports=settings.maintenance.collector_ports(),
     )
 )
@@ -99,13 +111,44 @@ if host.data.role == "app":
         credential_helper_registries=[registry] if host.data.credentials == "aws" else [],
     )
     data_hosts = inventory.get_group("data", [])
-    if not data_hosts:
-        # The AWS inventory has RDS and ElastiCache instead; their URLs are not wired yet.
-        raise RuntimeError(
-            f"{host.name}: the app hosts need a data host in the inventory (group 'data'); "
-            "managed databases (RDS, ElastiCache) are not supported by deploy.py yet"
+    if data_hosts:
+        urls = service_urls(data_hosts[0].data.address, credentials, CONTAINER_CA_FILE)
+        # The container verifies the data host against the stack's CA.
+        service_ca = app_tls.ca
+    elif host.data.get("database_address"):
+        # AWS: RDS and ElastiCache (roles/data/rds.py, docs/aws.md); the container verifies
+        # RDS against the RDS CA bundle, fetched by this deploy and shipped.
+        service_ca = rds_ca_bundle()
+        rds.rds_client(ca_bundle=service_ca)
+        rds.service_roles(
+            name=f"Create the roles {OWNER_ROLE} and {RUNTIME_ROLE} and their grants on RDS "
+            "as its master user (once per deploy)",
+            address=host.data.database_address,
+            port=host.data.database_port,
+            database=DATABASE,
+            master=functools.partial(rds_master_credentials, host.data.database_master_secret_arn),
+            owner=OWNER_ROLE,
+            owner_password=credentials.db_owner_password,
+            runtime=RUNTIME_ROLE,
+            runtime_password=credentials.db_runtime_password,
+            _run_once=True,
         )
-    urls = service_urls(data_hosts[0].data.address, credentials, CONTAINER_CA_FILE)
+        urls = rds.managed_service_urls(
+            database_address=host.data.database_address,
+            database_port=host.data.database_port,
+            redis_address=host.data.redis_address,
+            redis_port=host.data.redis_port,
+            database=DATABASE,
+            owner=OWNER_ROLE,
+            runtime=RUNTIME_ROLE,
+            credentials=credentials,
+            ca_file=CONTAINER_CA_FILE,
+        )
+    else:
+        raise RuntimeError(
+            f"{host.name}: no data for the service: the inventory needs a data host (group "
+            "'data') or the stack's RDS and ElastiCache endpoints (hosts/aws.py sets them)"
+        )
     environment = service_environment(
         credentials=credentials,
         urls=urls,
@@ -125,7 +168,7 @@ if host.data.role == "app":
         readiness_path="/health/mcp",
         readiness_timeout_seconds=settings.app.readiness_timeout_seconds,
         keep_images=settings.app.keep_images,
-        ca_pem=app_tls.ca,
+        ca_pem=service_ca,
         rollback_image=rollback_image,
     )
     nginx(
@@ -133,8 +176,8 @@ if host.data.role == "app":
         key_pem=app_tls.key,
         domain=settings.domain,
         # The load balancer in front: the edge hosts, or the inventory's own list (AWS: the
-        # ALB's subnets).
-        trusted_proxies=host.data.get("trusted_proxies")
+        # VPC, where the ALB's addresses are).
+        trusted_proxies=host.data.get("load_balancer_cidrs")
         or [edge.data.address for edge in inventory.get_group("edge", [])],
         admin_cidrs=[str(cidr) for cidr in settings.admin_cidrs],
         zones=settings.nginx_rate_limits,

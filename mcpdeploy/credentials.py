@@ -7,17 +7,24 @@ or environment themselves. Two sources, named by the inventory's ``credentials``
   ``/var/lib/mcpdeploy/<stack>/`` (root only, outside git), with a CA that issues each
   host's certificate;
 - ``aws`` (the AWS stack): Secrets Manager entries ``/mcpdeploy/<stack>/<name>`` written
-  by ``infra/components/secrets.py`` and ``tls.py``, read in memory at deploy time.
+  by ``infra/components/secrets.py`` and ``tls.py``, read in memory at deploy time; the
+  RDS-managed master secret (:func:`rds_master_credentials`) and the RDS CA bundle
+  (:func:`rds_ca_bundle`, public, fetched over HTTPS) likewise.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
 
 from mcpdeploy.lab.pki import LabCA
 
@@ -28,6 +35,10 @@ STATE_ROOT = Path("/var/lib/mcpdeploy")
 DATABASE = "railspress_production"
 OWNER_ROLE = "railspress_owner"  # owns the schema, runs migrations
 RUNTIME_ROLE = "railspress_mcp"  # the service's login: DML only (guide: Database Security)
+
+# Every RDS region's CAs in one bundle (AWS: "Using SSL/TLS to encrypt a connection to a DB
+# instance"); the app hosts verify RDS's certificate and name against it (verify-full).
+RDS_CA_BUNDLE_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
 
 # Secret names, shared with infra/components/secrets.py.
 NAMES = {
@@ -110,6 +121,65 @@ def aws_host_tls(stack: str, client: Any) -> HostTls:
 
     material = json.loads(read_secret("nginx-tls", stack, client))
     return HostTls(material["certificate"], material["private_key"], material["ca"])
+
+
+@dataclass(frozen=True, repr=False)
+class MasterCredentials:
+    """The RDS master user: used once per deploy to create the service's roles."""
+
+    username: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"MasterCredentials({self.username}: [secret])"
+
+
+def rds_master_credentials(secret_arn: str, client: Any | None = None) -> MasterCredentials:
+    """The RDS-managed master secret (``databaseMasterSecretArn``: JSON with ``username``
+    and ``password``), read in memory; ``client`` defaults to the ARN's region."""
+    if client is None:
+        import boto3
+
+        client = boto3.client("secretsmanager", region_name=secret_arn.split(":")[3])
+    value = json.loads(client.get_secret_value(SecretId=secret_arn)["SecretString"])
+    return MasterCredentials(value["username"], value["password"])
+
+
+def _fetch(url: str) -> str:
+    # The operator machine's trust store verifies truststore.pki.rds.amazonaws.com.
+    with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - a fixed https URL
+        return response.read().decode()
+
+
+def check_ca_bundle(pem: str, source: str) -> str:
+    """``pem`` if it holds only CA certificates (not an error page, not a leaf)."""
+    try:
+        certificates = x509.load_pem_x509_certificates(pem.encode())
+    except ValueError as exc:
+        raise ValueError(f"{source}: not a PEM certificate bundle ({exc})") from exc
+    for certificate in certificates:
+        try:
+            is_ca = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        if not is_ca:
+            raise ValueError(f"{source}: {certificate.subject.rfc4514_string()} is not a CA")
+    return pem
+
+
+@functools.cache
+def rds_ca_bundle(fetch: Callable[[str], str] = _fetch) -> str:
+    """The RDS global CA bundle (PEM), fetched once per deploy over HTTPS and shipped to
+    the app hosts as a file (public data: no secret). A changed bundle (AWS adds CAs
+    ahead of a rotation) reaches the hosts with the next deploy."""
+    try:
+        pem = fetch(RDS_CA_BUNDLE_URL)
+    except OSError as exc:
+        raise RuntimeError(
+            f"cannot fetch the RDS CA bundle from {RDS_CA_BUNDLE_URL}: {exc}; the operator "
+            "machine needs HTTPS access to it for a deploy to AWS"
+        ) from exc
+    return check_ca_bundle(pem, RDS_CA_BUNDLE_URL)
 
 
 def stack_credentials(stack: str, source: str) -> Credentials:

@@ -155,8 +155,9 @@ def app(
     + readiness_path: ``/health/mcp`` (needs PostgreSQL and Redis) or ``/health``
     + rollback_image: the other color's image, pulled and never pruned here, so a rollback
       or a re-deploy of the previous release never waits for (or lacks) its image
-    + ca_pem: the CA of the data host's certificates, mounted read-only at
-      :data:`CONTAINER_CA_FILE` (None: the image's own trust store, e.g. RDS on AWS)
+    + ca_pem: the CA(s) the service verifies its database with, mounted read-only at
+      :data:`CONTAINER_CA_FILE`: the stack's CA (data host) or the RDS CA bundle (AWS);
+      None: no file, the image's own trust store
     """
     files.directory(
         name=f"{CONFIG_DIR}: the service's secrets, root only",

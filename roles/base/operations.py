@@ -14,6 +14,26 @@ from pyinfra.api.command import FileUploadCommand, StringCommand
 from pyinfra.facts.files import File, Sha256File
 
 
+def upload_into(content: bytes, path: str) -> Iterator[str | FileUploadCommand]:
+    """Commands that write ``content`` into ``path``, an existing file the caller created
+    empty with its final owner and mode: the bytes never sit in a file others can read.
+
+    Without sudo the SSH user writes ``path`` itself. With sudo (AWS: the AMI's ``admin``)
+    SFTP writes as that user only, and pyinfra's own sudo upload would leave the bytes in
+    a /tmp file with SFTP's default mode; so root first makes an empty 0600 file there
+    owned by the SSH user, pyinfra uploads into it, copies it over ``path`` (which keeps
+    its owner and mode) and removes it. Call from inside an operation.
+    """
+    arguments = host.current_op_global_arguments or {}
+    if not arguments.get("_sudo"):
+        yield FileUploadCommand(io.BytesIO(content), path, remote_temp_filename=path)
+        return
+    # Made afresh by root (rm, then install) and private to the SSH user from the start.
+    stage = f"/tmp/.mcpdeploy-upload-{hashlib.sha256(path.encode()).hexdigest()[:16]}"  # noqa: S108
+    yield f'rm -f {stage} && install -o "$SUDO_USER" -m 600 /dev/null {stage}'
+    yield FileUploadCommand(io.BytesIO(content), path, remote_temp_filename=stage)
+
+
 @operation()
 def install_validated(
     src: str,
@@ -74,7 +94,7 @@ def put_private(
         temp = posixpath.join(posixpath.dirname(dest), f".{posixpath.basename(dest)}.new")
         q_temp = shlex.quote(temp)
         yield f"install -o {shlex.quote(user)} -g {shlex.quote(group)} -m {mode} /dev/null {q_temp}"
-        yield FileUploadCommand(io.BytesIO(content.encode()), temp, remote_temp_filename=temp)
+        yield from upload_into(content.encode(), temp)
         yield f"chown {owner} {q_temp} && chmod {mode} {q_temp} && mv {q_temp} {q_dest}"
     else:
         yield f"chown {owner} {q_dest} && chmod {mode} {q_dest}"

@@ -1,5 +1,5 @@
 """Data role: PostgreSQL and Redis for the app hosts (lab and self-hosted; on AWS, RDS and
-ElastiCache do this).
+ElastiCache do this, and ``roles/data/rds.py`` makes the service's roles there).
 
 Both listen on the host's private address only, speak TLS only with the host's
 certificate from the stack's CA, and admit the service's users by password only; the
@@ -50,6 +50,17 @@ def data(
     )
 
 
+def postgres_url(address: str, port: int, database: str, role: str, password: str,
+                 ca_file: str) -> str:  # fmt: skip
+    """A libpq URL that verifies the server's certificate and name against ``ca_file``
+    (``verify-full``); role and password URL-quoted."""
+    query = urlencode({"sslmode": "verify-full", "sslrootcert": ca_file}, safe="/")
+    return (
+        f"postgresql://{quote(role, safe='')}:{quote(password, safe='')}"
+        f"@{address}:{port}/{database}?{query}"
+    )
+
+
 def service_urls(data_address: str, credentials: Credentials, ca_file: str) -> dict[str, str]:
     """The service's connection URLs to a data host, for its environment file.
 
@@ -59,18 +70,14 @@ def service_urls(data_address: str, credentials: Credentials, ca_file: str) -> d
     service sees it (inside the container). The data host's certificate names
     ``data_address``, so the URLs use the address. Passwords are URL-quoted.
     """
-    postgres_query = urlencode({"sslmode": "verify-full", "sslrootcert": ca_file}, safe="/")
-
-    def postgres_url(role: str, password: str) -> str:
-        return (
-            f"postgresql://{quote(role, safe='')}:{quote(password, safe='')}"
-            f"@{data_address}:{pg.PORT}/{DATABASE}?{postgres_query}"
-        )
-
     redis_query = urlencode({"ssl_cert_reqs": "required", "ssl_ca_certs": ca_file}, safe="/")
     return {
-        "DATABASE_URL": postgres_url(RUNTIME_ROLE, credentials.db_runtime_password),
-        "MIGRATION_DATABASE_URL": postgres_url(OWNER_ROLE, credentials.db_owner_password),
+        "DATABASE_URL": postgres_url(
+            data_address, pg.PORT, DATABASE, RUNTIME_ROLE, credentials.db_runtime_password, ca_file
+        ),
+        "MIGRATION_DATABASE_URL": postgres_url(
+            data_address, pg.PORT, DATABASE, OWNER_ROLE, credentials.db_owner_password, ca_file
+        ),
         "REDIS_URL": (
             f"rediss://{rd.SERVICE_USER}:{quote(credentials.redis_password, safe='')}"
             f"@{data_address}:{rd.PORT}/0?{redis_query}"

@@ -157,6 +157,33 @@ def role_password(role: str, password: str) -> Iterator[str | FileUploadCommand]
     )
 
 
+def runtime_grants(database: str, owner: str, runtime: str) -> list[str]:
+    """The SQL that gives ``runtime`` exactly the rights of :data:`WANTED_PRIVILEGES` in
+    ``database`` (idempotent: each statement may run again). Run by the data host's
+    superuser, or on RDS by the master user once it is a member of ``owner``."""
+    # Role names are mcpdeploy.credentials' fixed identifiers, never user input.
+    grant_tables = (
+        "DO $$ DECLARE t regclass; BEGIN"  # noqa: S608
+        " FOR t IN SELECT c.oid::regclass FROM pg_class c"
+        " WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v')"
+        f" AND NOT has_table_privilege('{runtime}', c.oid, 'SELECT') LOOP"
+        f" EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %I', t, '{runtime}');"
+        " END LOOP; END $$"
+    )
+    return [
+        f'REVOKE ALL ON DATABASE "{database}" FROM PUBLIC',
+        f'GRANT CONNECT ON DATABASE "{database}" TO "{runtime}"',
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+        f'GRANT USAGE ON SCHEMA public TO "{runtime}"',
+        grant_tables,
+        f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "{runtime}"',
+        f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" IN SCHEMA public'
+        f' GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO "{runtime}"',
+        f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" IN SCHEMA public'
+        f' GRANT USAGE, SELECT ON SEQUENCES TO "{runtime}"',
+    ]
+
+
 @operation()
 def runtime_privileges(database: str, owner: str, runtime: str) -> Iterator[str]:
     """``runtime`` holds exactly the DML rights of the guide's Database Security grants.
@@ -170,28 +197,7 @@ def runtime_privileges(database: str, owner: str, runtime: str) -> Iterator[str]
     if all(current.get(key) == value for key, value in WANTED_PRIVILEGES.items()):
         host.noop(f"{runtime} already has exactly its privileges in {database}")
         return
-    # Role names are mcpdeploy.credentials' fixed identifiers, never user input.
-    grant_tables = (
-        "DO $$ DECLARE t regclass; BEGIN"  # noqa: S608
-        " FOR t IN SELECT c.oid::regclass FROM pg_class c"
-        " WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v')"
-        f" AND NOT has_table_privilege('{runtime}', c.oid, 'SELECT') LOOP"
-        f" EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %I', t, '{runtime}');"
-        " END LOOP; END $$"
-    )
-    statements = [
-        f'REVOKE ALL ON DATABASE "{database}" FROM PUBLIC',
-        f'GRANT CONNECT ON DATABASE "{database}" TO "{runtime}"',
-        "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
-        f'GRANT USAGE ON SCHEMA public TO "{runtime}"',
-        grant_tables,
-        f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "{runtime}"',
-        f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" IN SCHEMA public'
-        f' GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO "{runtime}"',
-        f'ALTER DEFAULT PRIVILEGES FOR ROLE "{owner}" IN SCHEMA public'
-        f' GRANT USAGE, SELECT ON SEQUENCES TO "{runtime}"',
-    ]
-    yield psql(database, "; ".join(statements))
+    yield psql(database, "; ".join(runtime_grants(database, owner, runtime)))
 
 
 @deploy("PostgreSQL for the service")

@@ -61,14 +61,17 @@ def firewall_rules(
     admin_cidrs: Iterable[Network],
     edge_addresses: Iterable[str] = (),
     app_addresses: Iterable[str] = (),
+    load_balancer_cidrs: Iterable[str] = (),
     collector_ports: Mapping[int, str] | None = None,
 ) -> list[Rule]:
     """The inbound allow-list of a host of kind ``role`` (``edge``, ``app`` or ``data``).
 
     Every host: SSH from ``admin_cidrs``, rate-limited. edge: 80 and 443 from anywhere.
-    app: 443 from each edge address. data: 5432 and 6379 from each app address, and each
-    of ``collector_ports`` ({port: what}: the lab's alert receiver, the log collector) from
-    every edge and app address. SSH rules come first so they exist before UFW is enabled.
+    app: 443 from each edge address and each of ``load_balancer_cidrs`` (AWS: the ALB's
+    addresses, anywhere in the VPC; its security group narrows that to the ALB). data:
+    5432 and 6379 from each app address, and each of ``collector_ports`` ({port: what}:
+    the lab's alert receiver, the log collector) from every edge and app address. SSH
+    rules come first so they exist before UFW is enabled.
     """
     rules = [
         Rule(SSH_PORT, ipaddress.ip_network(cidr), "ssh from admins", "limit")
@@ -80,6 +83,10 @@ def firewall_rules(
         rules += [
             Rule(APP_HTTPS_PORT, ipaddress.ip_network(address), "https from edge")
             for address in edge_addresses
+        ]
+        rules += [
+            Rule(APP_HTTPS_PORT, ipaddress.ip_network(cidr), "https from load balancer")
+            for cidr in load_balancer_cidrs
         ]
     elif role == "data":
         rules += [
