@@ -248,8 +248,8 @@ def release(
         report.drain = drain(fleet, old_hosts, settings.release.drain_timeout_seconds)
         progress(
             f"{idle} serves; {active} had {report.drain['open_at_switch']} connection(s) from "
-            f"the edge: {report.drain['drained']} drained, {report.drain['cut']} cut after "
-            f"{settings.release.drain_timeout_seconds} s"
+            f"the edge: {report.drain['drained']} drained, {report.drain['closed']} closed, "
+            f"{report.drain['cut']} cut after {settings.release.drain_timeout_seconds} s"
         )
 
         started = time.time()

@@ -72,7 +72,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setattr(release_module, "ReleaseStore", Store)
     monkeypatch.setattr(release_module, "rolling_deploy", lambda fleet, color, progress: [color])
     monkeypatch.setattr(
-        release_module, "drain", lambda *a: {"open_at_switch": 2, "drained": 2, "cut": 0}
+        release_module,
+        "drain",
+        lambda *a: {"open_at_switch": 2, "drained": 2, "closed": 0, "cut": 0},
     )
 
     def apply_edge(fleet, path_, original, new_text):
