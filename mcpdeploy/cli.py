@@ -231,8 +231,10 @@ def release_command(
     (blueImage/greenImage); deploy the idle hosts one at a time (pull, expand migrations,
     restart, readiness); gates from the edge on each idle host (readiness, MCP handshake,
     tools/list with a short-lived key of their own) and testinfra on the idle hosts; switch
-    the edge; report the old color's drained and cut streams; watch the new color's error
-    rate and p99 at the edge for release.watchSeconds and switch back on a breach; apply
+    the edge; drain the old color (release.drainTimeoutSeconds, then its SSE streams are
+    closed cleanly, then what is left is cut) and report drained, closed and cut; watch the
+    new color's error rate and p99 at the edge for release.watchSeconds and switch back on
+    a breach; apply
     contract migrations that already shipped in the rollback target (defer new ones);
     write the audit record (mcpdeploy status shows the last ones); give the lock back,
     Ctrl-C included.
