@@ -23,10 +23,8 @@ The steps are those of every target (mcpdeploy/release.py); here:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,30 +54,6 @@ MIN_REQUESTS = 20  # below this many requests an error rate says nothing yet
 # How long a host may take to turn healthy in its target group after its deploy: the
 # ALB's healthy threshold (2) times its interval (15 s), with room (loadbalancer.py).
 ALB_READY_SECONDS = 120
-
-# Runs on each old host: its inbound HTTPS connections (from the ALB), until they end or
-# the drain timeout passes; what is left is then closed from here (ss -K).
-_HOST_DRAIN = r"""
-import json, subprocess, sys, time
-args = json.load(sys.stdin)
-
-def count():
-    out = subprocess.run(["ss", "-Htn", "state", "established", "sport", "=", ":443"],
-                         capture_output=True, text=True).stdout
-    return sum(1 for line in out.splitlines() if line.split())
-
-at_switch = count()
-deadline = time.monotonic() + args["seconds"]
-left = at_switch
-while left and time.monotonic() < deadline:
-    time.sleep(0.5)
-    left = count()
-if left:
-    subprocess.run(["ss", "-K", "state", "established", "sport", "=", ":443"],
-                   capture_output=True)
-print(json.dumps({"open_at_switch": at_switch, "drained": at_switch - left, "cut": left,
-                  "still_open": count() if left else 0}))
-"""
 
 
 def aws_fleet(stack: str, outputs: dict[str, Any], settings: Settings, region: str) -> Fleet:
@@ -193,19 +167,9 @@ class AwsTarget:
         return path.read_text()
 
     def drain(self, hosts: list[FleetHost], seconds: int) -> dict[str, int]:
-        """Every old host at once: its inbound HTTPS connections, summed."""
-        request = json.dumps({"seconds": seconds})
-
-        def one(host: FleetHost) -> dict[str, int]:
-            result = self.fleet.run(
-                host.name, ["python3", "-c", _HOST_DRAIN], stdin=request, timeout=seconds + 60
-            )
-            return json.loads(result.stdout)
-
-        with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
-            counts = list(pool.map(one, hosts))
-        keys = ("open_at_switch", "drained", "cut", "still_open")
-        return {key: sum(c.get(key, 0) for c in counts) for key in keys}
+        """As on the edge (:func:`mcpdeploy.gates.drain`), counting each old host's
+        inbound HTTPS connections (from the ALB) instead of the edge's."""
+        return gates.drain(self.fleet, hosts, seconds, gates.inbound_connections(self.fleet, hosts))
 
     def watch(self, hosts: list[FleetHost], domain: str, rules: Release) -> dict[str, Any]:
         """The new color's target group for ``rules.watch_seconds``: CloudWatch's request,

@@ -17,13 +17,14 @@ import json
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcpdeploy.fleet import Fleet, FleetHost
+from mcpdeploy.fleet import Fleet, FleetError, FleetHost
 from mcpdeploy.settings import Release, project_root
 
 EDGE_CA = "/etc/nginx/tls/upstream-ca.crt"
@@ -163,30 +164,32 @@ print(json.dumps({"verdict": verdict, "reason": reason, "requests": len(duration
                   "statuses": statuses, "seconds": round(time.monotonic() - started, 1)}))
 """
 
+# Run where the connections are seen: the edge (its connections to the old color's
+# addresses) or an old host itself (AWS: its inbound HTTPS from the ALB). "filters" are
+# ss(8) filters; a connection matching one of them counts.
 _DRAIN = r"""
 import json, subprocess, sys, time
 args = json.load(sys.stdin)
 
 def count():
-    out = subprocess.run(["ss", "-Htn", "state", "established"], capture_output=True,
-                         text=True).stdout
-    peers = [line.split()[-1] for line in out.splitlines() if line.split()]
-    return sum(1 for p in peers if p.rsplit(":", 1)[0] in args["addresses"]
-               and p.rsplit(":", 1)[1] == "443")
+    return sum(
+        sum(1 for line in subprocess.run(["ss", "-Htn", "state", "established", *f],
+                                         capture_output=True, text=True).stdout.splitlines()
+            if line.strip())
+        for f in args["filters"])
 
-at_switch = count()
+before = count()
 deadline = time.monotonic() + args["seconds"]
-left = at_switch
+left = before
 while left and time.monotonic() < deadline:
     time.sleep(0.5)
     left = count()
-# What is still open after the drain timeout is closed from here: nginx sees a reset on
-# those upstream connections (a stream still running is cut), new requests are not touched.
-for address in args["addresses"] if left else []:
-    subprocess.run(["ss", "-K", "state", "established", "dst", address, "dport", "=", ":443"],
-                   capture_output=True)
-print(json.dumps({"open_at_switch": at_switch, "drained": at_switch - left, "cut": left,
-                  "still_open": count() if left else 0}))
+# With "cut", what is still open is closed from here: nginx sees a reset on those
+# connections (a stream still running is cut), new requests are not touched.
+for f in args["filters"] if left and args["cut"] else []:
+    subprocess.run(["ss", "-K", "state", "established", *f], capture_output=True)
+print(json.dumps({"before": before, "left": left,
+                  "still_open": count() if left and args["cut"] else left}))
 """
 
 
@@ -332,16 +335,104 @@ def watch(fleet: Fleet, hosts: list[FleetHost], domain: str, rules: Release) -> 
     return json.loads(result.stdout)
 
 
-def drain(fleet: Fleet, hosts: list[FleetHost], seconds: int) -> dict[str, int]:
-    """The edge's connections to ``hosts`` (the old color) at a switch: how many finished
-    within ``seconds`` (drained) and how many were then closed (cut). Requests already go
-    to the new color, so closing these touches only streams that outlived the timeout and
-    idle keep-alive connections."""
-    request = {"addresses": [h.address for h in hosts], "seconds": seconds}
-    result = fleet.run(
-        _edge(fleet).name,
-        ["python3", "-c", _DRAIN],
-        stdin=json.dumps(request),
-        timeout=seconds + 60,
-    )
-    return json.loads(result.stdout)
+STREAMS = ["docker", "exec", "mcp-service", "mcp-service", "streams"]
+# After the old color is asked to close its streams: they end within a second, and their
+# edge connections then sit idle until the upstream keepalive_timeout (5 s) closes them.
+CLOSE_WAIT_SECONDS = 10
+
+
+Connections = Callable[[float, bool], dict[str, int]]
+
+
+def edge_connections(fleet: Fleet, hosts: list[FleetHost]) -> Connections:
+    """The edge's connections to ``hosts`` on :443 (the lab and self-hosted)."""
+    filters = [["dst", h.address, "dport", "=", ":443"] for h in hosts]
+    return lambda seconds, cut: _connections(fleet, [_edge(fleet)], filters, seconds, cut)
+
+
+def inbound_connections(fleet: Fleet, hosts: list[FleetHost]) -> Connections:
+    """Each of ``hosts``' own inbound connections on :443, summed (AWS: from the ALB)."""
+    filters = [["sport", "=", ":443"]]
+    return lambda seconds, cut: _connections(fleet, hosts, filters, seconds, cut)
+
+
+def _connections(
+    fleet: Fleet, where: list[FleetHost], filters: list[list[str]], seconds: float, cut: bool
+) -> dict[str, int]:
+    """Wait up to ``seconds`` for the connections matching ``filters`` on each host of
+    ``where`` (at once) to end; with ``cut``, close what is left. {before, left,
+    still_open}, summed."""
+    request = json.dumps({"filters": filters, "seconds": seconds, "cut": cut})
+
+    def one(host: FleetHost) -> dict[str, int]:
+        command = ["python3", "-c", _DRAIN]
+        result = fleet.run(host.name, command, stdin=request, timeout=seconds + 60)
+        return json.loads(result.stdout)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(where))) as pool:
+        counts = list(pool.map(one, where))
+    return {key: sum(c[key] for c in counts) for key in ("before", "left", "still_open")}
+
+
+def open_streams(fleet: Fleet, hosts: list[FleetHost]) -> int | None:
+    """SSE streams open on ``hosts``, counted by the service (``mcp-service streams count``);
+    None when a host cannot say (an image without the command, a host that is down)."""
+    total = 0
+    for host in hosts:
+        try:
+            result = fleet.run(host.name, [*STREAMS, "count"], timeout=60, check=False)
+            total += int(json.loads(result.stdout)["open"])
+        except (FleetError, ValueError, KeyError, TypeError):
+            return None
+    return total
+
+
+def _close_streams(fleet: Fleet, host: FleetHost) -> bool:
+    """Ask ``host``'s service to end its open streams cleanly; whether it could."""
+    try:
+        return fleet.run(host.name, [*STREAMS, "close"], timeout=60, check=False).returncode == 0
+    except FleetError:
+        return False
+
+
+def drain(
+    fleet: Fleet, hosts: list[FleetHost], seconds: int, connections: Connections | None = None
+) -> dict[str, int]:
+    """Drain ``hosts`` (the old color) after a switch; new requests already go elsewhere.
+
+    ``connections`` counts and cuts what is still open to ``hosts`` (default: the edge's
+    connections to them, :func:`edge_connections`; AWS: :func:`inbound_connections`).
+    Those connections get ``seconds`` to finish (``drained``). If some
+    are still open, the hosts are asked to end their streams cleanly (``mcp-service streams
+    close``: each stream finishes its response and the client reconnects, to the new
+    color); what ends within :data:`CLOSE_WAIT_SECONDS` is ``closed``. What is left then
+    is closed where it was counted (``ss -K``): ``cut``. These count connections, and idle
+    keep-alive connections of the edge are among them (they end within 5 s, as
+    ``drained`` or ``closed``). Streams themselves are counted by the service, so the
+    ``streams_*`` keys (present when every host could count) are exact: open at the
+    switch, drained, closed cleanly, and still running when the edge cut (``streams_cut``).
+    """
+    connections = connections or edge_connections(fleet, hosts)
+    streams_at_switch = open_streams(fleet, hosts)
+    waited = connections(seconds, False)
+    streams_left = open_streams(fleet, hosts) if streams_at_switch else streams_at_switch
+    report = {"open_at_switch": waited["before"], "drained": waited["before"] - waited["left"]}
+    left, closed, streams_after_close = waited["left"], 0, streams_left
+    if left or streams_left:
+        asked = [_close_streams(fleet, host) for host in hosts]
+        # An image without the command (or a host that does not answer): nothing to wait for.
+        wait = CLOSE_WAIT_SECONDS if all(asked) else 0
+        after_close = connections(wait, False)
+        closed, left = left - after_close["left"], after_close["left"]
+        if streams_left is not None:
+            streams_after_close = open_streams(fleet, hosts)
+    still_open = connections(0, True)["still_open"] if left else 0
+    report.update(closed=closed, cut=left, still_open=still_open)
+    if None not in (streams_at_switch, streams_left, streams_after_close):
+        report.update(
+            streams_at_switch=streams_at_switch,
+            streams_drained=streams_at_switch - streams_left,
+            streams_closed=streams_left - streams_after_close,
+            streams_cut=streams_after_close,
+        )
+    return report

@@ -1,6 +1,9 @@
 """``mcpdeploy release``, ``rollback`` and the rolling deploy of one color (docs/releases.md).
 
-A release never touches the active color until the idle one has proved itself:
+A release never touches the active color until the idle one has proved itself. The
+steps are the same on every target; what differs between the lab's edge and AWS (where
+the lock lives, how a host is judged ready, how the switch and the watch are done) is
+the :class:`~mcpdeploy.targets.Target`'s:
 
 1. lock the stack (:mod:`mcpdeploy.releaselog`);
 2. resolve the image to a digest; run preflight (:mod:`mcpdeploy.preflight`), stop on a
@@ -8,15 +11,17 @@ A release never touches the active color until the idle one has proved itself:
    ``Pulumi.<stack>.yaml``);
 3. deploy the idle color's hosts one at a time (the app role pulls, runs the expand
    migrations, restarts and waits for readiness on each);
-4. gates, from the edge, on each idle host: readiness, MCP handshake, ``tools/list``
-   with a short-lived key of the gates' own; then the testinfra suite on the idle hosts;
-5. switch the edge to the idle color (``activeColor``; the edge reads a flag file per
-   request, so nothing is reloaded), and report how the old color's open connections
-   drained or were cut after ``release.drainTimeoutSeconds``;
-6. watch the new color's responses at the edge for ``release.watchSeconds``: error rate
-   and p99 against ``release.maxErrorPercent`` / ``release.maxP99Seconds``; on a breach,
-   switch back automatically; otherwise apply the contract migrations that already
-   shipped in the rollback target's image (:func:`contract_phase`);
+4. gates on each idle host: readiness, MCP handshake, ``tools/list`` with a short-lived
+   key of the gates' own (AWS: and its ALB target health); then the testinfra suite on
+   the idle hosts;
+5. switch to the idle color (lab: the edge's flag file, nothing reloaded; AWS:
+   ``pulumi up``), then drain the old color: its connections get
+   ``release.drainTimeoutSeconds`` to end, its SSE streams are then closed cleanly, and
+   what is left is cut; the report counts drained, closed and cut;
+6. watch the new color for ``release.watchSeconds``: error rate and p99 against
+   ``release.maxErrorPercent`` / ``release.maxP99Seconds``; on a breach, switch back
+   automatically; otherwise apply the contract migrations that already shipped in the
+   rollback target's image (:func:`contract_phase`);
 7. write the audit record and give the lock back (Ctrl-C included).
 
 A failure before step 5 restores the stack file and leaves the active color serving.
@@ -253,8 +258,8 @@ def release(
         report.drain = target.drain(old_hosts, settings.release.drain_timeout_seconds)
         progress(
             f"{idle} serves; {active} had {report.drain['open_at_switch']} open "
-            f"connection(s): {report.drain['drained']} drained, {report.drain['cut']} cut after "
-            f"{settings.release.drain_timeout_seconds} s"
+            f"connection(s): {report.drain['drained']} drained, {report.drain['closed']} "
+            f"closed, {report.drain['cut']} cut after {settings.release.drain_timeout_seconds} s"
         )
 
         started = time.time()

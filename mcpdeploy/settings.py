@@ -284,6 +284,9 @@ class App(Model):
     readiness_timeout_seconds: int = Field(120, ge=10, le=1800)
     # docker stop's grace period; the service drains for 5 s less (MCP_SHUTDOWN_TIMEOUT_SECONDS).
     stop_timeout_seconds: int = Field(30, ge=10, le=600)
+    # The SSE stream's keep-alive period (MCP_STREAM_KEEPALIVE_SECONDS): below the proxies'
+    # read timeout (timeouts.proxyReadSeconds), or nginx ends an open stream as silent.
+    stream_keepalive_seconds: int = Field(15, ge=1, le=600)
     # Docker's json-file log rotation (guide: Log Aggregation, max-size 10m, max-file 3).
     log_max_size: Size = "10m"
     log_max_files: int = Field(3, ge=1, le=100)
@@ -306,8 +309,8 @@ class Release(Model):
     # Watch thresholds, over the requests the edge served from the new color in the window.
     max_error_percent: float = Field(1.0, ge=0, le=100)
     max_p99_seconds: float = Field(2.0, gt=0, le=300)
-    # Long-lived streams on the old color get this long to finish after a switch; the edge's
-    # old nginx workers close what is left (worker_shutdown_timeout).
+    # Long-lived streams on the old color get this long to finish after a switch; then that
+    # color is asked to end them cleanly, and the edge cuts what still remains (gates.drain).
     drain_timeout_seconds: int = Field(30, ge=1, le=3600)
     # A release lock older than this is stale: its holder is reported and it can be broken.
     lock_timeout_minutes: int = Field(60, ge=5, le=1440)
@@ -427,6 +430,18 @@ class Settings(Model):
         if color not in COLORS:
             raise ValueError(f"unknown color {color!r}")
         return getattr(self, f"{color}_image") or self.image
+
+    @field_validator("app")
+    @classmethod
+    def _keepalive_within_read_timeout(cls, app: App, info: ValidationInfo) -> App:
+        timeouts = info.data.get("timeouts")
+        if timeouts and app.stream_keepalive_seconds >= timeouts.proxy_read_seconds:
+            raise ValueError(
+                f"streamKeepaliveSeconds ({app.stream_keepalive_seconds}) must be below"
+                f" timeouts.proxyReadSeconds ({timeouts.proxy_read_seconds}): nginx ends a"
+                " stream that stays silent that long"
+            )
+        return app
 
     @field_validator("aws")
     @classmethod

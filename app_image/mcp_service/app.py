@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import psycopg
 from mcp import Client
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -37,6 +37,7 @@ from mcp_service.middleware import (
 )
 from mcp_service.ratelimit import RateLimiter
 from mcp_service.runtime import RuntimeState
+from mcp_service.streams import StreamEndpoint, StreamRegistry
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     mcp_app = server.streamable_http_app(
         streamable_http_path=f"{MCP_PREFIX}/",
         # Stateless + JSON responses: any worker, host or color can answer any request of a
-        # session, and no long-lived stream has to be drained at a switch.
+        # session. The one long-lived stream, GET's SSE, is ours (streams.py), not the SDK's.
         stateless_http=True,
         json_response=True,
         max_request_body_size=settings.max_request_bytes,
@@ -183,11 +184,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ),
         ),
     ]
+    stream = StreamEndpoint(
+        StreamRegistry(settings.stream_state_dir),
+        settings.stream_keepalive_seconds,
+        settings.stream_retry_ms,
+        TransportSecurityMiddleware(security),
+    )
     routes = [
         Route("/health", health, methods=["GET", "HEAD"]),
         Route("/health/mcp", health_mcp, methods=["GET", "HEAD"]),
         Route(HANDSHAKE_PATH, handshake, methods=["GET", "POST"]),
         Route(METRICS_PATH, metrics_endpoint, methods=["GET"]),
+        # Before the SDK's route for the same path: GET is the stream, POST/DELETE the SDK's.
+        Route(f"{MCP_PREFIX}/", stream.handle, methods=["GET"]),
         *mcp_app.routes,
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

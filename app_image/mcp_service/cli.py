@@ -1,4 +1,5 @@
-"""The `mcp-service` command: serve (default), migrate, seed, enable/disable, keys, audit."""
+"""The `mcp-service` command: serve (default), migrate, seed, enable/disable, keys, audit,
+streams."""
 
 from __future__ import annotations
 
@@ -71,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="revoke keys by their 8-character prefix")
     revoke.add_argument("prefix")
     keys_sub.add_parser("list", help="list keys (metadata only) as JSON")
+    streams_parser = sub.add_parser(
+        "streams",
+        help="the SSE streams on GET /api/v1/mcp/ of this container: count, or close them",
+    )
+    streams_sub = streams_parser.add_subparsers(dest="streams_command", required=True)
+    streams_sub.add_parser(
+        "close",
+        help="end every stream open now cleanly (within a second); later streams continue",
+    )
+    streams_sub.add_parser("count", help='print {"open": N}, across all workers')
     audit_parser = sub.add_parser("audit-cleanup", help="delete audit records past retention")
     audit_parser.add_argument(
         "--days", type=int, help="retention in days (default MCP_AUDIT_LOG_RETENTION_DAYS, 90)"
@@ -99,6 +110,17 @@ def main(argv: list[str] | None = None) -> int:
 def _run(command: str, args: argparse.Namespace) -> int:
     if command == "serve":
         return serve()
+    if command == "streams":
+        from mcp_service.streams import StreamRegistry
+
+        registry = StreamRegistry(Settings.from_env(required=()).stream_state_dir)
+        if args.streams_command == "close":
+            open_now = registry.count()
+            flagged = datetime.fromtimestamp(registry.request_close(), UTC)
+            _print({"closing": open_now, "opened_before": flagged.isoformat()})
+        else:
+            _print({"open": registry.count()})
+        return 0
     settings = Settings.from_env(
         required=("DATABASE_URL", "SECRET_KEY_BASE") if command == "keys" else ("DATABASE_URL",)
     )

@@ -64,6 +64,11 @@ class Settings:
     api_key_previous_expires_hours: float = 24.0
     metrics_token: str = ""
     log_level: str = "INFO"
+    # The SSE stream on GET /api/v1/mcp/ (mcp_service.streams): keep-alive period (below
+    # every proxy's read timeout), reconnection hint, and where its close flag lives.
+    stream_keepalive_seconds: float = 15.0
+    stream_retry_ms: int = 3000
+    stream_state_dir: str = "/tmp/mcp-streams"  # noqa: S108 - the container's private tmpfs
 
     @classmethod
     def from_env(
@@ -109,6 +114,9 @@ class Settings:
             ),
             metrics_token=reader.secret("MCP_METRICS_TOKEN"),
             log_level=reader.choice("MCP_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            stream_keepalive_seconds=reader.number("MCP_STREAM_KEEPALIVE_SECONDS", 15.0, 0.5, 600),
+            stream_retry_ms=reader.integer("MCP_STREAM_RETRY_MS", 3000, 100, 600000),
+            stream_state_dir=reader.text("MCP_STREAM_STATE_DIR", "/tmp/mcp-streams"),  # noqa: S108
         )
 
 

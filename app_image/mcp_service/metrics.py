@@ -54,6 +54,11 @@ DB_POOL_WAITING = Gauge(
     "Requests waiting for a database connection.",
     multiprocess_mode="livesum",
 )
+OPEN_STREAMS = Gauge(
+    "mcp_open_streams",
+    "Server-sent event streams open on GET /api/v1/mcp/.",
+    multiprocess_mode="livesum",
+)
 
 
 def observe_pool(pool: AsyncConnectionPool) -> None:

@@ -25,6 +25,7 @@ from mcp_service.config import Settings
 from mcp_service.logs import request_id_var
 from mcp_service.ratelimit import RateLimiter, Rejection
 from mcp_service.runtime import RuntimeState
+from mcp_service.streams import is_stream_request
 
 log = logging.getLogger("mcp_service.access")
 
@@ -197,6 +198,11 @@ class LimitsMiddleware:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
+        if is_stream_request(scope):
+            # A stream is long-lived by design: it ends on a close request, at shutdown or
+            # when the client leaves (mcp_service.streams), never by the request timeout.
+            await self.app(scope, replay, send)
+            return
         try:
             await asyncio.wait_for(self.app(scope, replay, tracking_send), self.timeout)
         except TimeoutError:

@@ -201,7 +201,9 @@ class ServiceProcess:
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.port = free_port()
-        self.env = {**env, "MCP_PORT": str(self.port)}
+        # Its own stream state (close flag, open-stream markers), as each container has.
+        state = tempfile.mkdtemp(prefix="mcp-streams-")
+        self.env = {"MCP_STREAM_STATE_DIR": state, **env, "MCP_PORT": str(self.port)}
         self.log_path = Path(tempfile.mkstemp(prefix="mcp-service-", suffix=".log")[1])
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(

@@ -75,6 +75,7 @@ def service_environment(
         # Drain within docker stop's grace period, with 5 s to spare.
         "MCP_SHUTDOWN_TIMEOUT_SECONDS": str(stop_timeout_seconds - 5),
         "MCP_AUDIT_LOG_RETENTION_DAYS": str(settings.retention.audit_log_days),
+        "MCP_STREAM_KEEPALIVE_SECONDS": str(settings.app.stream_keepalive_seconds),
     }
     return {name: value for name, value in environment.items() if value}
 

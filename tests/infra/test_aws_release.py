@@ -30,6 +30,7 @@ from mcpdeploy.releaselog import DynamoLog, LockError, ReleaseStore, release_tab
 from mcpdeploy.stackfile import validated
 
 REPOSITORY = "mcpdeploy/prod/mcp-service"
+DRAIN_SECONDS = 30  # release.drainTimeoutSeconds by default
 STACK = """config:
   aws:region: us-east-1
   mcpdeploy:domain: mcp.example.com
@@ -69,8 +70,15 @@ class Hosts(Fleet):
                     for gate in ("readiness", "handshake", "tools/list")
                 ]
             )
-        elif argv[:2] == ["python3", "-c"] and "sport" in argv[2]:
-            answer = json.dumps({"open_at_switch": 3, "drained": 2, "cut": 1, "still_open": 0})
+        elif argv[:2] == ["python3", "-c"] and '"filters"' in argv[2]:
+            # The drain's connection count on an old host: 3 at the switch, 1 outlives the
+            # timeout and the clean close, then it is cut.
+            request = json.loads(stdin or "{}")
+            assert request["filters"] == [["sport", "=", ":443"]]
+            before = 3 if request["seconds"] == DRAIN_SECONDS else 1
+            answer = json.dumps({"before": before, "left": 1, "still_open": 0})
+        elif "streams" in argv:
+            answer = json.dumps({"open": 0}) if "count" in argv else ""
         else:
             raise AssertionError(f"unexpected command on {host}: {argv}")
         return subprocess.CompletedProcess(argv, 0, answer, "")
@@ -220,7 +228,10 @@ def test_a_release_deploys_gates_switches_through_pulumi_and_records_in_dynamodb
     assert {c[0] for c in gate_runs} == {"green1", "green2"}
     assert all(json.loads(c[2])["addresses"] == ["127.0.0.1"] for c in gate_runs)
     # Both blue hosts drained, summed; the watch asked CloudWatch for green's target group.
-    assert report.drain == {"open_at_switch": 6, "drained": 4, "cut": 2, "still_open": 0}
+    assert report.drain["open_at_switch"] == 6 and report.drain["drained"] == 4
+    assert (report.drain["closed"], report.drain["cut"]) == (0, 2)
+    drained_on = {c[0] for c in CALLS if c[1][:2] == ["python3", "-c"] and "filters" in c[1][2]}
+    assert drained_on == {"blue1", "blue2"}  # counted and cut on the old hosts themselves
     dimensions = world.cloudwatch.asked[0]["Dimensions"]
     assert dimensions == alb_dimensions(world.target.outputs, "green")
     assert report.watch["verdict"] == "pass" and report.watch["requests"] == 400

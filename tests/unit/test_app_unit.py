@@ -46,6 +46,10 @@ def test_environment_trusts_the_docker_bridge_and_never_holds_the_owner_url():
     assert "railspress_owner" not in env_file_text(env)
     # The service drains before docker stop's deadline.
     assert int(env["MCP_SHUTDOWN_TIMEOUT_SECONDS"]) < load_settings("lab").app.stop_timeout_seconds
+    # Streams keep alive within nginx's read timeout.
+    keepalive = int(env["MCP_STREAM_KEEPALIVE_SECONDS"])
+    assert keepalive == load_settings("lab").app.stream_keepalive_seconds
+    assert keepalive < load_settings("lab").timeouts.proxy_read_seconds
 
 
 def test_env_file_refuses_a_line_break_without_showing_the_value():

@@ -94,7 +94,7 @@ class FakeTarget:
         return new
 
     def drain(self, hosts, seconds) -> dict:
-        return {"open_at_switch": 2, "drained": 2, "cut": 0}
+        return {"open_at_switch": 2, "drained": 2, "closed": 0, "cut": 0}
 
     def watch(self, *args) -> dict:
         return self.calls["watch"]

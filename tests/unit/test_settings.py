@@ -143,6 +143,12 @@ BAD = [
     ),
     ("bad deploy user", {"deployUser": "Root User"}, "mcpdeploy:deployUser", "pattern"),
     (
+        "stream keep-alive as long as nginx's read timeout",
+        {"app": {"streamKeepaliveSeconds": 30}},
+        "mcpdeploy:app",
+        "must be below timeouts.proxyReadSeconds (30)",
+    ),
+    (
         "negative nginx burst",
         {"nginxRateLimits": {"mcp": {"ratePerSecond": 10, "burst": -1}}},
         "mcpdeploy:nginxRateLimits.mcp.burst",

@@ -1,0 +1,200 @@
+"""Long-lived MCP SSE streams at a switch, through the edge: a release drains the old
+color's streams for ``release.drainTimeoutSeconds``, then has the service end them cleanly
+(complete responses, no reset); new requests and reconnections go to the new color at
+once; and a rollback to the color that was closed serves streams again without a restart.
+
+Starts with blue serving; release_harness.restored_lab puts the stack file back and
+converges every host to it afterwards (blue active, the images as before).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from release_harness import BIN, current_image, mcpdeploy, restored_lab, run, served, wait_for
+
+from mcpdeploy.fleet import lab_fleet
+from mcpdeploy.releaselog import ReleaseStore
+from mcpdeploy.settings import load_settings
+
+pytestmark = pytest.mark.lab
+MCP = "/api/v1/mcp/"
+CLOSED = ": close: close requested; reconnect"
+# After drainTimeoutSeconds, the close reaches a stream within a second; the bound leaves
+# room for the drain's SSH round trips.
+CLOSE_BOUND_SECONDS = 15
+
+
+class Stream:
+    """One GET stream through the edge, read on a thread: lines with their arrival time,
+    the color that served it, and how it ended ("complete", or the error that ended it)."""
+
+    def __init__(self, lab: dict, key: str) -> None:
+        self.lines: list[tuple[float, str]] = []
+        self.color: str | None = None
+        self.status: int | None = None
+        self.content_type = ""
+        self.ended: str | None = None
+        self.ended_at: float | None = None
+        self.opened = threading.Event()
+        trust = ssl.create_default_context(cafile=lab["ca_cert"])
+        self.client = httpx2.Client(
+            base_url=lab["url"], verify=trust, timeout=httpx2.Timeout(10, read=60)
+        )
+        headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {key}"}
+        self.thread = threading.Thread(target=self._read, args=(headers,), daemon=True)
+        self.thread.start()
+        assert self.opened.wait(20), "no answer to the GET"
+
+    def _read(self, headers: dict[str, str]) -> None:
+        try:
+            with self.client.stream("GET", MCP, headers=headers) as response:
+                self.status = response.status_code
+                self.color = response.headers.get("x-mcp-color")
+                self.content_type = response.headers.get("content-type", "")
+                self.opened.set()
+                for line in response.iter_lines():
+                    self.lines.append((time.monotonic(), line))
+            self.ended = "complete"
+        except httpx2.HTTPError as exc:
+            self.ended = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.ended_at = time.monotonic()
+            self.opened.set()
+            self.client.close()
+
+    def keepalives(self, since: float = 0.0) -> list[float]:
+        return [at for at, line in self.lines if line == ": keepalive" and at >= since]
+
+    def text(self) -> str:
+        return "\n".join(line for _, line in self.lines)
+
+    def last_comment(self) -> str:
+        return next((line for _, line in reversed(self.lines) if line.startswith(":")), "")
+
+
+class ColorWatch:
+    """Which color answers /health/mcp through the edge, polled twice a second: when the
+    switch happened and that the old color never answered again after it."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, str]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def _poll(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.seen.append((time.monotonic(), served()[0]))
+            except httpx2.HTTPError:
+                self.seen.append((time.monotonic(), "error"))
+            self.stop.wait(0.5)
+
+    def first(self, color: str) -> float | None:
+        return next((at for at, seen in self.seen if seen == color), None)
+
+    def after(self, moment: float) -> set[str]:
+        return {seen for at, seen in self.seen if at >= moment}
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def lab() -> Iterator[dict]:
+    for _ in restored_lab():
+        status = json.loads(run(str(BIN / "mcpdeploy"), "lab", "status", "--json").stdout)
+        assert status["up"] and status["api_key_file"], status
+        try:
+            yield status
+        finally:
+            # Threads still reading end with their streams: close every stream there is.
+            for host in ("app-blue", "app-green"):
+                lab_fleet().run(
+                    host,
+                    ["docker", "exec", "mcp-service", "mcp-service", "streams", "close"],
+                    check=False,
+                )
+
+
+def key_of(lab: dict) -> str:
+    return Path(lab["api_key_file"]).read_text().strip()
+
+
+def assert_keeps_alive(stream: Stream, since: float, count: int) -> None:
+    """``count`` keep-alives after ``since``, each within the period and a margin: events
+    pass the edge and the app host's nginx unbuffered."""
+    period = load_settings("lab").app.stream_keepalive_seconds
+    assert wait_for(lambda: len(stream.keepalives(since)) >= count, period * (count + 2)), (
+        stream.text()
+    )
+    beats = [since, *stream.keepalives(since)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(beats)]
+    assert max(gaps) < period + 2, gaps
+
+
+def test_a_release_closes_the_old_colors_streams_cleanly_after_the_drain_timeout(lab):
+    settings = load_settings("lab")
+    drain_timeout = settings.release.drain_timeout_seconds
+    key = key_of(lab)
+    streams = [Stream(lab, key) for _ in range(2)]
+    for stream in streams:
+        assert (stream.status, stream.color) == (200, "blue"), stream.text()
+        assert stream.content_type.startswith("text/event-stream")
+        assert_keeps_alive(stream, stream.lines[0][0], 2)
+        assert "retry: " in stream.text()
+
+    watch = ColorWatch()
+    try:
+        released = mcpdeploy("release", "--image", current_image())
+    finally:
+        watch.finish()
+    assert released.returncode == 0, released.stderr[-3000:]
+    switched_at = watch.first("green")
+    assert switched_at is not None, watch.seen
+    # New requests go to the new color at once: blue never answers again after the switch.
+    assert watch.after(switched_at) == {"green"}, watch.seen
+
+    for stream in streams:
+        assert stream.ended == "complete", (stream.ended, stream.text()[-500:])
+        assert stream.last_comment() == CLOSED, stream.text()[-500:]
+        assert stream.ended_at is not None
+        lived = stream.ended_at - switched_at
+        # Drained for the whole timeout (a stream does not end by itself), then closed.
+        assert drain_timeout - 1 <= lived <= drain_timeout + CLOSE_BOUND_SECONDS, lived
+        assert stream.keepalives(switched_at), "the stream went quiet during the drain"
+
+    record = ReleaseStore(lab_fleet()).last(1)[0]
+    drained = record["drain"]
+    assert (record["kind"], record["outcome"]) == ("release", "kept"), record
+    assert drained["cut"] == 0 and drained["still_open"] == 0, drained
+    assert drained["closed"] >= 2, drained
+    assert (drained["streams_at_switch"], drained["streams_closed"]) == (2, 2), drained
+    assert drained["streams_cut"] == 0, drained
+    assert re.search(r"\d+ closed", released.stderr + released.stdout), released.stderr
+
+    # A client reconnects as the retry hint says: to green, which keeps it open.
+    again = Stream(lab, key)
+    assert (again.status, again.color) == (200, "green")
+    # Back to blue, whose streams were closed at the switch: green's stream is closed
+    # cleanly the same way, and blue serves streams again without a restart.
+    back = mcpdeploy("rollback")
+    assert back.returncode == 0, back.stderr[-3000:]
+    assert wait_for(lambda: again.ended is not None, CLOSE_BOUND_SECONDS), again.text()
+    assert again.ended == "complete" and again.last_comment() == CLOSED, again.text()[-500:]
+    assert served() == ("blue", 200)
+    on_blue = Stream(lab, key)
+    assert (on_blue.status, on_blue.color) == (200, "blue")
+    assert_keeps_alive(on_blue, on_blue.lines[0][0], 2)
+    assert on_blue.ended is None
