@@ -318,16 +318,33 @@ def set_maintenance(
 StackOption = Annotated[
     str, typer.Option("--stack", "-s", help="Only the lab for now (its hosts over SSH).")
 ]
+AnyStackOption = Annotated[
+    str,
+    typer.Option(
+        "--stack",
+        "-s",
+        help="lab, or an AWS stack (its app hosts over SSM or the bastion, from the stack "
+        "outputs: needs the Pulumi CLI and AWS credentials).",
+    ),
+]
 
 
 def _lab(stack: str, by_hand: str) -> tuple[Settings, Fleet]:
     """The lab's settings and fleet; any other stack is refused with what to do instead."""
     if stack != "lab":
         raise fail(f"ops drives the lab's hosts only for now; for {stack}, {by_hand}", 2)
+    return _stack(stack)
+
+
+def _stack(stack: str) -> tuple[Settings, Fleet]:
+    """The settings and the hosts of ``stack``: the lab, or an AWS stack (targets.py)."""
+    from mcpdeploy.switch import SwitchError
+    from mcpdeploy.targets import target_for
+
     try:
-        return load_settings(stack), lab_fleet()
-    except SettingsError as exc:
-        raise fail(str(exc), 2) from None
+        return load_settings(stack), lab_fleet() if stack == "lab" else target_for(stack).fleet
+    except (SettingsError, SwitchError, FleetError) as exc:
+        raise fail(f"cannot reach {stack}: {exc}", 2) from None
 
 
 T = TypeVar("T")
@@ -340,17 +357,14 @@ def _guarded(action: Callable[[], T]) -> T:
         raise fail(str(exc)) from None
 
 
-_BY_HAND_SWITCH = "run 'docker exec mcp-service mcp-service {}' on one app host"
-
-
-def disable_command(stack: StackOption = "lab") -> None:
+def disable_command(stack: AnyStackOption = "lab") -> None:
     """Emergency kill switch: MCP calls answer 503 on every app host within 5 s.
 
     Sets `mcp_enabled = false` in PostgreSQL with `mcp-service disable`, run in the
     container of a healthy app host (the active color's first). `/health` stays 200 and
     `/health/mcp` reports `"disabled"`; nothing restarts. Undo: `mcpdeploy ops enable`.
     """
-    settings, fleet = _lab(stack, _BY_HAND_SWITCH.format("disable"))
+    settings, fleet = _stack(stack)
     state = _guarded(lambda: set_kill_switch(fleet, settings.active_color, False, step))
     out.print(
         f"MCP API disabled (mcp_enabled=false, set from {state.host}): MCP calls answer 503 "
@@ -360,13 +374,13 @@ def disable_command(stack: StackOption = "lab") -> None:
     )
 
 
-def enable_command(stack: StackOption = "lab") -> None:
+def enable_command(stack: AnyStackOption = "lab") -> None:
     """Turn the MCP API back on after `ops disable`: every app host within 5 s.
 
     Sets `mcp_enabled = true` in PostgreSQL with `mcp-service enable`, run in the container
     of a healthy app host (the active color's first).
     """
-    settings, fleet = _lab(stack, _BY_HAND_SWITCH.format("enable"))
+    settings, fleet = _stack(stack)
     state = _guarded(lambda: set_kill_switch(fleet, settings.active_color, True, step))
     out.print(
         f"MCP API enabled (mcp_enabled=true, set from {state.host}): every app host serves "

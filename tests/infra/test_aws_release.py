@@ -77,6 +77,8 @@ class Hosts(Fleet):
             assert request["filters"] == [["sport", "=", ":443"]]
             before = 3 if request["seconds"] == DRAIN_SECONDS else 1
             answer = json.dumps({"before": before, "left": 1, "still_open": 0})
+        elif argv[-1] in ("disable", "enable"):
+            answer = json.dumps({"mcp_enabled": argv[-1] == "enable"})
         elif "streams" in argv:
             answer = json.dumps({"open": 0}) if "count" in argv else ""
         else:
@@ -412,3 +414,17 @@ def test_status_of_an_aws_stack_reads_the_alb_the_hosts_and_dynamodb(world, monk
     assert (last["kind"], last["outcome"], last["to_color"]) == ("release", "kept", "green")
     # Pulumi.prod.yaml says blue serves, and blue2 is down: exit 1.
     assert doc["active_color"] == "blue" and result.exit_code == 1
+
+
+def test_the_kill_switch_of_an_aws_stack_runs_on_an_active_host(world, monkeypatch):
+    from typer.testing import CliRunner
+
+    from mcpdeploy import cli, targets
+
+    monkeypatch.setattr(targets, "target_for", lambda stack: world.target)
+    result = CliRunner().invoke(cli.app, ["ops", "disable", "--stack", "prod"])
+    assert result.exit_code == 0, result.output
+    assert "MCP API disabled" in result.stdout and "blue1" in result.stdout
+    (call,) = [c for c in CALLS if "disable" in c[1]]
+    # Pulumi.prod.yaml says blue serves: its first host, in the service's container.
+    assert call[0] == "blue1" and call[1][:2] == ["docker", "exec"]

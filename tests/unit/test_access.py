@@ -233,8 +233,6 @@ runner = CliRunner()
 @pytest.mark.parametrize(
     "argv",
     [
-        ["ops", "disable"],
-        ["ops", "enable"],
         ["ops", "rotate-key"],
         ["ops", "maintenance", "on"],
         ["ops", "maintenance", "off"],
@@ -245,6 +243,15 @@ def test_every_ops_command_refuses_a_stack_other_than_the_lab_and_says_what_to_d
     result = runner.invoke(app, [*argv, "--stack", "prod"])
     assert result.exit_code == 2, result.output
     assert "lab's hosts only" in result.stderr and "for prod" in result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("verb", ["disable", "enable"])
+def test_the_kill_switch_on_an_unreachable_aws_stack_is_one_error_line(verb, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no Pulumi CLI to read the stack outputs
+    result = runner.invoke(app, ["ops", verb, "--stack", "prod"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: cannot reach prod: the Pulumi CLI is not installed")
     assert "Traceback" not in result.output
 
 
