@@ -240,8 +240,8 @@ def release_command(
     preflight (stops on a failure); record IMAGE as the idle color's image
     (blueImage/greenImage); deploy the idle hosts one at a time (pull, expand migrations,
     restart, readiness); gates on each idle host (readiness, MCP handshake, tools/list
-    with a short-lived key of their own; AWS: also its ALB target health) and testinfra
-    on the idle hosts; switch; drain the old color (release.drainTimeoutSeconds, then its
+    with a short-lived key of their own; AWS: also its ALB target health) and, in the
+    lab, testinfra on the idle hosts; switch; drain the old color (release.drainTimeoutSeconds, then its
     SSE streams are closed cleanly, then what is left is cut) and report drained, closed
     and cut; watch the new color's error rate and p99 for release.watchSeconds and switch
     back on a breach; apply contract migrations that already shipped in the rollback

@@ -294,7 +294,6 @@ def testinfra_gate(fleet: Fleet, hosts: list[FleetHost], ssh_config: str) -> Gat
                 f"--ssh-config={ssh_config}",
                 f"--lab-status={out.name}",
                 f"--stack={fleet.stack}",
-                *(["--sudo"] if fleet.sudo else []),
             ],
             cwd=project_root(),
             capture_output=True,

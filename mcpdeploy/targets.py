@@ -10,6 +10,7 @@ lock and log        files on the edge host                      the stack's Dyna
 image               the lab registry (built when missing)       ECR, pinned by digest
 readiness           ``/health/mcp`` as the edge reaches a host  the ALB's target health
 service gates       run on the edge against each host           run on each host, on loopback
+testinfra gate      tests/hosts on the idle hosts               not run (the suite is the lab's)
 switch              ``activeColor`` + edge deploy (flag file)   ``activeColor`` + ``pulumi up``
 drain               the edge's connections to the old color     the old hosts' inbound :443
 watch               the edge's access log                       CloudWatch, per target group
@@ -41,6 +42,9 @@ class Target(Protocol):
     fleet: Fleet
     # Who the service gates and the watch look through, for progress lines.
     vantage: str
+    # Whether the testinfra suite (tests/hosts, written against the lab's topology) is a
+    # gate here.
+    host_suite: bool
 
     def store(self) -> ReleaseStore:
         """The stack's release lock and log."""
@@ -76,6 +80,7 @@ class EdgeTarget:
     """Stacks with edge hosts in front of the colors: the lab and self-hosted."""
 
     vantage = "the edge"
+    host_suite = True
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet

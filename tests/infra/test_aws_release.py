@@ -161,11 +161,7 @@ def world(alb: Alb, stack: FakeStack, tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(
         release_module, "contract_phase", lambda *a: {"applied": [], "deferred": []}
     )
-    monkeypatch.setattr(
-        release_module,
-        "testinfra_gate",
-        lambda fleet, hosts, ssh: GateResult("testinfra", "green", fleet.sudo, 0.0, "passed"),
-    )
+    monkeypatch.setattr(release_module, "testinfra_gate", not_on_aws)
     deployed: list[str] = []
 
     def pyinfra(fleet: Fleet, limit: str) -> subprocess.CompletedProcess[str]:
@@ -206,6 +202,10 @@ def world(alb: Alb, stack: FakeStack, tmp_path: Path, monkeypatch: pytest.Monkey
     pinned = f"{registry}/{REPOSITORY}@{digest}"
     image = f"{registry}/{REPOSITORY}:1.2.0"
     return World(alb, stack, target, cloudwatch, path, image, pinned, deployed)
+
+
+def not_on_aws(*args: Any) -> GateResult:
+    raise AssertionError("tests/hosts is the lab's suite: not a gate on AWS")
 
 
 def serving(world: World) -> str | None:

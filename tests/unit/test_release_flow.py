@@ -67,6 +67,7 @@ class FakeTarget:
     does, the watch answers what the test says."""
 
     vantage = "the test"
+    host_suite = True
 
     def __init__(self, calls: dict) -> None:
         self.fleet = FLEET
