@@ -7,6 +7,8 @@ reuses it and a change of package list builds a new one.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import platform
@@ -15,8 +17,10 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from docker.errors import BuildError, ImageNotFound
@@ -217,28 +221,51 @@ def release_image(reference: str, progress: Progress = no_progress) -> str:
     repository, _, tag = rest.partition(":")
     source_tag = app_source_tag()
     tag = tag or source_tag
-    digest = _lab_manifest_digest(repository, tag)
-    if digest is None and tag != source_tag:
+    # pyinfra loads deploy.py for every host at once (greenlets), and each asks for the
+    # same image: one at a time, or two pushes of one layer race in the registry (500).
+    with _one_push_at_a_time():
+        digest = _lab_manifest_digest(repository, tag)
+        if digest is None:
+            _build_and_push(repository, tag, source_tag, progress)
+            digest = _lab_manifest_digest(repository, tag)
+            if digest is None:
+                raise ImageError(f"the lab registry has no {repository}:{tag} right after the push")
+    return f"{lab_registry}/{repository}@{digest}"
+
+
+_PUSH_LOCK = threading.Lock()  # gevent-aware under pyinfra (monkey-patched)
+
+
+@contextlib.contextmanager
+def _one_push_at_a_time() -> Iterator[None]:
+    """This process's callers one by one, then other processes (a lock file)."""
+    from mcpdeploy.lab.topology import STATE_DIR
+
+    with _PUSH_LOCK:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        with open(STATE_DIR / "image-push.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+
+def _build_and_push(repository: str, tag: str, source_tag: str, progress: Progress) -> None:
+    """Build app_image/'s sources as ``repository:tag`` and push it to the lab registry."""
+    from mcpdeploy.lab.topology import REGISTRY_PORT
+
+    if tag != source_tag:
         raise ImageError(
             f"the lab registry has no {repository}:{tag}: push it to 127.0.0.1:{REGISTRY_PORT}/"
             f"{repository}:{tag} first, or give no tag to build app_image/'s sources"
         )
-    if digest is None:
-        built = build_app_image(f"{repository}:{tag}", progress)
-        # The operator's Docker trusts a registry on 127.0.0.1 without extra configuration.
-        push = f"127.0.0.1:{REGISTRY_PORT}/{repository}"
-        client = docker_client(progress)
-        client.images.get(built).tag(push, tag)
-        progress(f"pushing {push}:{tag}")
-        for line in client.images.push(push, tag, stream=True, decode=True):
-            if "error" in line:
-                raise ImageError(
-                    f"push of {push}:{tag} to the lab registry failed: {line['error']}"
-                )
-        digest = _lab_manifest_digest(repository, tag)
-        if digest is None:
-            raise ImageError(f"the lab registry has no {repository}:{tag} right after the push")
-    return f"{lab_registry}/{repository}@{digest}"
+    built = build_app_image(f"{repository}:{tag}", progress)
+    # The operator's Docker trusts a registry on 127.0.0.1 without extra configuration.
+    push = f"127.0.0.1:{REGISTRY_PORT}/{repository}"
+    client = docker_client(progress)
+    client.images.get(built).tag(push, tag)
+    progress(f"pushing {push}:{tag}")
+    for line in client.images.push(push, tag, stream=True, decode=True):
+        if "error" in line:
+            raise ImageError(f"push of {push}:{tag} to the lab registry failed: {line['error']}")
 
 
 def _lab_manifest_digest(repository: str, tag: str) -> str | None:
