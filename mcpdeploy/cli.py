@@ -241,12 +241,12 @@ def release_command(
     (blueImage/greenImage); deploy the idle hosts one at a time (pull, expand migrations,
     restart, readiness); gates on each idle host (readiness, MCP handshake, tools/list
     with a short-lived key of their own; AWS: also its ALB target health) and, in the
-    lab, testinfra on the idle hosts; switch; drain the old color (release.drainTimeoutSeconds, then its
-    SSE streams are closed cleanly, then what is left is cut) and report drained, closed
-    and cut; watch the new color's error rate and p99 for release.watchSeconds and switch
-    back on a breach; apply contract migrations that already shipped in the rollback
-    target (defer new ones); write the audit record (mcpdeploy status shows the last
-    ones); give the lock back, Ctrl-C included.
+    lab, testinfra on the idle hosts; switch; drain the old color
+    (release.drainTimeoutSeconds, then its SSE streams are closed cleanly, then what is
+    left is cut) and report drained, closed and cut; watch the new color's error rate and
+    p99 for release.watchSeconds and switch back on a breach; apply contract migrations
+    that already shipped in the rollback target (defer new ones); write the audit record
+    (mcpdeploy status shows the last ones); give the lock back, Ctrl-C included.
 
     Lab: the lock and log on the edge, the switch by the edge, the watch from its access
     log. AWS: the lock and log in the stack's DynamoDB table, the image pinned in ECR,

@@ -274,6 +274,10 @@ class App(Model):
 
     # Uvicorn worker processes (MCP_WORKERS); the guide's hosts have 2 cores.
     workers: int = Field(2, ge=1, le=64)
+    # PostgreSQL connections per worker (MCP_DB_POOL_SIZE). Both colors run at once, so the
+    # budget is this x workers x every app host of both colors; preflight checks it against
+    # the server's max_connections. The guide's 25 would fill the default 100 exactly.
+    db_pool_size: int = Field(20, ge=1, le=500)
     # Docker --memory (swap equal: none); a leak ends in an OOM restart, not a swapping host.
     memory: Size = "1g"
     # Docker --pids-limit: a fork bomb or thread leak stops at this many tasks.

@@ -30,7 +30,7 @@ from mcpdeploy.credentials import NAMES, state_dir
 from mcpdeploy.engine import Progress, no_progress
 from mcpdeploy.fleet import Fleet, FleetError
 from mcpdeploy.preflight.check import Check, Status
-from mcpdeploy.preflight.data import plan_migrations, probe_dependencies
+from mcpdeploy.preflight.data import connections_check, plan_migrations, probe_dependencies
 from mcpdeploy.preflight.hosts import probe_hosts
 from mcpdeploy.preflight.image import ecr_checks, image_check, scan_check, scan_report_path
 from mcpdeploy.preflight.tls import served_certificate_check
@@ -141,7 +141,10 @@ def _from_idle_color(
         why = f"not checked: {idle} runs no service and the image is not in the registry"
         checks = [Check(n, "fail", why, "deploy the stack first") for n in ("postgres", "redis")]
     else:
-        checks = probe_dependencies(fleet, idle, probe_image)
+        checks, postgres = probe_dependencies(fleet, idle, probe_image)
+        if "max_connections" in postgres:
+            per_host = settings.app.db_pool_size * settings.app.workers
+            checks.append(connections_check(postgres, per_host, len(fleet.app_hosts())))
     if pinned is None:
         why = "not checked: the image is not in the registry"
         checks.append(Check("migrations", "fail", why, "see the image check"))

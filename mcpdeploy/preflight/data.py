@@ -65,21 +65,49 @@ def dependency_checks(answer: dict[str, Any], host: str) -> list[Check]:
     return checks
 
 
-def probe_dependencies(fleet: Fleet, host: str, image: str) -> list[Check]:
+# Connections the service's pools must leave free: a migration, a backup (pg_dump), an
+# ops check, an operator's psql.
+SPARE_CONNECTIONS = 5
+
+
+def connections_check(postgres: dict[str, Any], per_host: int, hosts: int) -> Check:
+    """The connection budget: ``per_host`` (pool size x workers) on each of ``hosts`` (every
+    app host of both colors: they run at once) against what the server admits
+    (``max_connections`` less the superuser's reserve), with :data:`SPARE_CONNECTIONS`."""
+    limit = int(postgres["max_connections"]) - int(postgres["reserved_connections"])
+    need = per_host * hosts
+    seen = (
+        f"the pools need up to {need} ({per_host} on each of {hosts} app hosts); "
+        f"PostgreSQL admits {limit} (max_connections {postgres['max_connections']})"
+    )
+    fix = (
+        "lower app.dbPoolSize or app.workers, or raise data.postgres.maxConnections "
+        "(AWS: a larger RDS instance class, or a parameter group)"
+    )
+    if need > limit:
+        return Check("connections", "fail", seen, fix)
+    if need + SPARE_CONNECTIONS > limit:
+        return Check("connections", "warn", f"{seen}: under {SPARE_CONNECTIONS} to spare", fix)
+    return Check("connections", "pass", seen)
+
+
+def probe_dependencies(fleet: Fleet, host: str, image: str) -> tuple[list[Check], dict[str, Any]]:
     """PostgreSQL and Redis from app ``host``: ``image`` run once with the service's runtime
-    environment file and CA, as the service connects (:mod:`dependency_probe`)."""
+    environment file and CA, as the service connects (:mod:`dependency_probe`). Returns
+    the checks and what PostgreSQL answered (its limits feed :func:`connections_check`)."""
     command = one_shot_command(
         image, RUNTIME_ENV_FILE, ["-c", PROBE.read_text()], entrypoint="python"
     )
     try:
         result = fleet.run(host, command, timeout=120, check=False)
     except FleetError as exc:
-        return dependency_checks(_no_answer(str(exc)), host)
-    try:
-        answer = json.loads(result.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        answer = _no_answer(" / ".join(result.stderr.strip().splitlines()[-2:]))
-    return dependency_checks(answer, host)
+        answer = _no_answer(str(exc))
+    else:
+        try:
+            answer = json.loads(result.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            answer = _no_answer(" / ".join(result.stderr.strip().splitlines()[-2:]))
+    return dependency_checks(answer, host), answer.get("postgres") or {}
 
 
 def _no_answer(why: str) -> dict[str, Any]:

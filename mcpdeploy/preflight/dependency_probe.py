@@ -2,8 +2,8 @@
 
 Connects with ``DATABASE_URL`` and ``REDIS_URL`` exactly as the service does (the runtime
 role, verify-full TLS against the mounted stack CA) and prints one JSON line: each
-server's version, the user it logged in as and whether TLS is in use, or the error,
-scrubbed of the URLs and their passwords.
+server's version, the user it logged in as and whether TLS is in use (PostgreSQL: and
+its connection limits), or the error, scrubbed of the URLs and their passwords.
 """
 
 import json
@@ -32,9 +32,19 @@ try:
     with psycopg.connect(os.environ["DATABASE_URL"], connect_timeout=5) as conn:
         row = conn.execute(
             "SELECT current_setting('server_version'), current_setting('server_version_num'),"
-            " current_user, (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())"
+            " current_user, (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()),"
+            " current_setting('max_connections')::int,"
+            " current_setting('superuser_reserved_connections')::int"
+            " + coalesce(current_setting('reserved_connections', true)::int, 0)"
         ).fetchone()
-    out["postgres"] = {"version": row[0], "number": int(row[1]), "user": row[2], "tls": row[3]}
+    out["postgres"] = {
+        "version": row[0],
+        "number": int(row[1]),
+        "user": row[2],
+        "tls": row[3],
+        "max_connections": row[4],
+        "reserved_connections": row[5],
+    }
 except Exception as exc:
     out["postgres"] = failure(exc)
 try:

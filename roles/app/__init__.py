@@ -66,6 +66,7 @@ def service_environment(
         "MCP_RUNTIME_ROLE": urls.get("MCP_RUNTIME_ROLE", ""),
         "MCP_TRUSTED_PROXIES": f"{trusted_proxy}/32",
         "MCP_WORKERS": str(workers),
+        "MCP_DB_POOL_SIZE": str(settings.app.db_pool_size),
         "MCP_RATE_LIMIT_PER_MINUTE": str(limits.per_minute),
         "MCP_RATE_LIMIT_PER_HOUR": str(limits.per_hour),
         "MCP_RATE_LIMIT_PER_DAY": str(limits.per_day),

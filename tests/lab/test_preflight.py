@@ -56,7 +56,8 @@ def test_a_healthy_lab_passes_every_check(clean_scan: Path):
     checks = run_preflight("lab", scan_file=clean_scan)
     assert not_passing(checks) == []
     found = by_name(checks)
-    expected = {"settings", "image", "image scan", "postgres", "redis", "migrations"}
+    expected = {"settings", "image", "image scan", "postgres", "redis", "connections"}
+    expected |= {"migrations"}
     expected |= {"certificate"} | {
         f"{what} {h.name}" for h in fleet.hosts for what in ("ssh", "memory")
     }
@@ -67,6 +68,10 @@ def test_a_healthy_lab_passes_every_check(clean_scan: Path):
         r"PostgreSQL 1[3-9]\S* .*as railspress_mcp from app-\w+, TLS$", found["postgres"].detail
     )
     assert re.search(r"Redis [6-9]\.\S+ as mcp from app-\w+, TLS$", found["redis"].detail)
+    # The lab's budget: 20 per worker x 2 workers on each of its 2 app hosts, against the
+    # data host's real max_connections (100, less the superuser's 3).
+    assert found["connections"].detail.startswith("the pools need up to 80 (40 on each of 2")
+    assert "PostgreSQL admits 97 (max_connections 100)" in found["connections"].detail
     assert found["migrations"].detail == "none pending (2 applied)"
     assert found["certificate"].detail.startswith("mcp.lab.test")
     # The image checked is the one the lab's hosts run.

@@ -26,7 +26,7 @@ from mcpdeploy.fleet import Fleet, FleetHost
 from mcpdeploy.lab.pki import LabCA
 from mcpdeploy.migrations import PendingMigration, Plan
 from mcpdeploy.preflight import Check, PreflightError, redact, run_preflight
-from mcpdeploy.preflight.data import dependency_checks, migrations_check
+from mcpdeploy.preflight.data import connections_check, dependency_checks, migrations_check
 from mcpdeploy.preflight.hosts import (
     Disk,
     GiB,
@@ -156,6 +156,25 @@ def test_connection_errors_fail_and_name_the_host():
     assert [c.status for c in checks] == ["fail", "fail"]
     assert "from app-green: OperationalError" in checks[0].detail
     assert "/etc/mcp-service/env" in checks[0].fix
+
+
+@pytest.mark.parametrize(
+    ("max_connections", "status"),
+    [(100, "pass"), (85, "warn"), (82, "fail")],
+)
+def test_the_pools_of_both_colors_must_fit_what_postgres_admits(max_connections, status):
+    # 20 per worker x 2 workers on 2 hosts = 80; PostgreSQL keeps 3 for its superuser.
+    limits = {**PG_OK, "max_connections": max_connections, "reserved_connections": 3}
+    check = connections_check(limits, per_host=40, hosts=2)
+    assert check.status == status
+    assert "up to 80 (40 on each of 2 app hosts)" in check.detail
+    assert f"admits {max_connections - 3}" in check.detail
+    assert (check.fix == "") == (status == "pass")
+
+
+def test_the_guides_pool_of_25_fills_the_default_postgres_and_fails():
+    limits = {**PG_OK, "max_connections": 100, "reserved_connections": 3}
+    assert connections_check(limits, per_host=25 * 2, hosts=2).status == "fail"
 
 
 # ---------------------------------------------------------------- migrations
