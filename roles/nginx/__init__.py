@@ -34,6 +34,7 @@ MOZILLA_INTERMEDIATE = ":".join(
 HTTP_CONF = "/etc/nginx/conf.d/mcpdeploy.conf"
 SITE_CONF = "/etc/nginx/sites-available/mcp"
 TLS_DIR = "/etc/nginx/tls"
+WORKER_CONNECTIONS = 4096
 
 
 def template_env(*directories: Path) -> Environment:
@@ -124,6 +125,25 @@ def site(
                 mode="0644",
             )
         )
+    # Debian's nginx.conf allows 768 connections per worker: a proxy holds two per client
+    # (client and upstream), and an SSE stream holds them for minutes. The file stays the
+    # distribution's; these two lines are the only edits.
+    changes.append(
+        files.line(
+            name=f"nginx: {WORKER_CONNECTIONS} connections per worker",
+            path="/etc/nginx/nginx.conf",
+            line=r"^\s*worker_connections\s",
+            replace=f"\tworker_connections {WORKER_CONNECTIONS};",
+        )
+    )
+    changes.append(
+        files.line(
+            name="nginx: workers may open that many files (client and upstream sockets)",
+            path="/etc/nginx/nginx.conf",
+            line=r"^worker_rlimit_nofile\s",
+            replace=f"worker_rlimit_nofile {2 * WORKER_CONNECTIONS};",
+        )
+    )
     link = site_conf.replace("/sites-available/", "/sites-enabled/")
     changes.append(files.link(name=f"Enable {site_conf}", path=link, target=site_conf))
     changes.append(

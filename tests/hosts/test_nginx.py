@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
+
+from roles.nginx import WORKER_CONNECTIONS
 
 LAB_CA_ON_HOSTS = "/usr/local/share/ca-certificates/mcpdeploy-lab-ca.crt"
 EXPECTED_HEADERS = {
@@ -243,3 +246,19 @@ def test_plain_http_redirects_to_https_except_health(app, settings):
     other = host.check_output("python3 -c %s /api/v1/mcp/ %s", probe, settings.domain)
     assert health.startswith("200"), health
     assert other == f"301 https://{settings.domain}/api/v1/mcp/", other
+
+
+@pytest.mark.parametrize("role", ["edge", "app"])
+def test_nginx_workers_take_thousands_of_connections(lab_hosts, topology, role):
+    """Debian's 768 per worker would cap SSE streams (two sockets each at a proxy)."""
+    names = [name for name, h in topology.items() if h["role"] == role]
+    if not names:
+        pytest.skip(f"no {role} host in the topology")
+    host = lab_hosts[names[0]]
+    config = host.check_output("nginx -T 2>/dev/null")
+    assert re.search(rf"^\s*worker_connections {WORKER_CONNECTIONS};", config, re.M)
+    # What the running workers really got, not only what the file says.
+    worker = host.check_output("pgrep -f 'nginx: worker process'").split()[0]
+    limits = host.file(f"/proc/{worker}/limits").content_string
+    soft = int(re.search(r"^Max open files\s+(\d+)", limits, re.M).group(1))
+    assert soft >= 2 * WORKER_CONNECTIONS
