@@ -171,10 +171,10 @@ class EdgeLog:
         self._call("remove", token=token)
 
     def append(self, record: dict[str, Any]) -> None:
-        self.backend.append(record)
+        self._call("append", record=record)
 
     def tail(self, count: int) -> list[dict[str, Any]]:
-        return self.backend.tail(count)
+        return self._call("tail", count=count)["records"]
 
 
 def release_table(stack: str) -> str:
