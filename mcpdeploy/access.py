@@ -84,13 +84,14 @@ class KillSwitch:
 class CacheState:
     """The read-tool cache's settings as the service applies them, and the host that said so.
 
-    ``flushed``: this command made every cached answer stale (a new cache generation).
+    ``flushed``: this command made every cached answer stale: ``generation`` is the new one.
     """
 
     enabled: bool
     ttl: int
     flushed: bool
     host: str
+    generation: int | None = None
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,14 @@ def set_cache(
             f"{host}: 'mcp-service {' '.join(args)}' reported {', '.join(wrong)}; check "
             "site_settings (mcp_enable_caching, mcp_cache_ttl) and the audit log"
         )
-    return CacheState(enabled=enabled, ttl=ttl_now, flushed=flushed, host=host)
+    generation = state.get("generation")
+    return CacheState(
+        enabled=enabled,
+        ttl=ttl_now,
+        flushed=flushed,
+        host=host,
+        generation=generation if type(generation) is int else None,
+    )
 
 
 def key_file(stack: str) -> Path:

@@ -109,6 +109,8 @@ def test_a_kill_switch_that_did_not_change_is_an_error():
 
 def cache_reply(enabled: bool = True, ttl: int = 300, flushed: bool = False) -> tuple:
     state = {"mcp_enable_caching": enabled, "mcp_cache_ttl": ttl, "flushed": flushed}
+    if flushed:
+        state["generation"] = 7
     return (0, "log noise\n" + json.dumps(state) + "\n", "")
 
 
@@ -136,6 +138,7 @@ def test_the_cache_state_is_what_the_service_printed_on_the_active_host():
     f = fleet(**{"app-blue": cache_reply(False, 60, True)})
     state = set_cache(f, "blue", False, 60, True)
     assert (state.enabled, state.ttl, state.flushed, state.host) == (False, 60, True, "app-blue")
+    assert state.generation == 7
     (call,) = f.calls
     assert call == (
         "app-blue",
@@ -374,6 +377,7 @@ def test_ops_cache_json_is_the_state_and_the_host(monkeypatch):
         "ttl": 45,
         "flushed": False,
         "host": "app-blue",
+        "generation": None,
     }
 
 
