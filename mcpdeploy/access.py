@@ -1,9 +1,11 @@
-"""Access control on a running stack: the kill switch, API key rotation, maintenance mode.
+"""Access control on a running stack: the kill switch, the read cache, API key rotation,
+maintenance mode.
 
-``mcpdeploy ops disable|enable|rotate-key|maintenance`` (docs/operations.md). The kill switch
-and the keys belong to the service: they live in PostgreSQL, which every app host of both
-colors reads, so one ``mcp-service`` command run in the container of one healthy app host
-changes them everywhere. Maintenance mode belongs to the edge: a flag file its nginx tests
+``mcpdeploy ops disable|enable|cache|rotate-key|maintenance`` (docs/operations.md). The kill
+switch, the cache settings and the keys belong to the service: they live in PostgreSQL (the
+cache's generation in Redis), which every app host of both colors reads, so one
+``mcp-service`` command run in the container of one healthy app host changes them
+everywhere. Maintenance mode belongs to the edge: a flag file its nginx tests
 on every request (``roles/edge``). Hosts are reached only through :class:`Fleet`.
 """
 
@@ -39,6 +41,9 @@ DEPLOYMENT_KEY_NAME = "env:current"
 # Maintenance mode's flag on the edge hosts; deploy.py hands it to roles/edge, whose nginx
 # answers /api/ itself while the file exists.
 MAINTENANCE_FLAG = "/var/lib/mcp-edge/maintenance"
+# The TTLs `mcp-service cache --ttl` accepts (app_image/mcp_service/runtime.py
+# CACHE_TTL_RANGE), checked here too so that a bad value fails before any host is reached.
+CACHE_TTL_RANGE = (1, 86400)
 # A key as it can stand in an --env-file line and an Authorization header.
 KEY_FORMAT = re.compile(r"[\x21-\x7e]{32,512}")
 
@@ -73,6 +78,20 @@ class KillSwitch:
 
     enabled: bool
     host: str
+
+
+@dataclass(frozen=True)
+class CacheState:
+    """The read-tool cache's settings as the service applies them, and the host that said so.
+
+    ``flushed``: this command made every cached answer stale: ``generation`` is the new one.
+    """
+
+    enabled: bool
+    ttl: int
+    flushed: bool
+    host: str
+    generation: int | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +177,68 @@ def set_kill_switch(
             f"mcp_enabled={state!r}, not {enabled}; check site_settings.mcp_enabled"
         )
     return KillSwitch(enabled=state, host=host)
+
+
+def cache_arguments(on: bool | None, ttl: int | None, flush: bool) -> list[str]:
+    """``mcp-service cache``'s arguments (with none it only reads); a bad TTL is refused."""
+    low, high = CACHE_TTL_RANGE
+    if ttl is not None and not low <= ttl <= high:
+        raise AccessError(f"--ttl {ttl} is outside {low}..{high} seconds; nothing changed")
+    args = ["cache"]
+    if on is not None:
+        args.append("--enable" if on else "--disable")
+    if ttl is not None:
+        args += ["--ttl", str(ttl)]
+    if flush:
+        args.append("--flush")
+    return args
+
+
+def set_cache(
+    fleet: Fleet,
+    active_color: str,
+    on: bool | None = None,
+    ttl: int | None = None,
+    flush: bool = False,
+    progress: Progress = no_progress,
+) -> CacheState:
+    """Show, or change for every app host of both colors (within 5 s), the read cache.
+
+    What the service printed is checked against what was asked: a host whose image
+    predates the command, or a row that did not change, is an error, not a success.
+    """
+    args = cache_arguments(on, ttl, flush)
+    host, stdout = run_service(fleet, active_color, args, progress)
+    state = _last_json(stdout)
+    enabled, ttl_now, flushed = (
+        state.get("mcp_enable_caching"),
+        state.get("mcp_cache_ttl"),
+        state.get("flushed"),
+    )
+    if not (isinstance(enabled, bool) and type(ttl_now) is int and isinstance(flushed, bool)):
+        raise AccessError(
+            f"{host}: 'mcp-service {' '.join(args)}' printed no cache settings; "
+            "look at its image version in 'mcpdeploy status'"
+        )
+    wanted = {"mcp_enable_caching": on, "mcp_cache_ttl": ttl, "flushed": True if flush else None}
+    wrong = [
+        f"{name}={state[name]!r}, not {value!r}"
+        for name, value in wanted.items()
+        if value is not None and state[name] != value
+    ]
+    if wrong:
+        raise AccessError(
+            f"{host}: 'mcp-service {' '.join(args)}' reported {', '.join(wrong)}; check "
+            "site_settings (mcp_enable_caching, mcp_cache_ttl) and the audit log"
+        )
+    generation = state.get("generation")
+    return CacheState(
+        enabled=enabled,
+        ttl=ttl_now,
+        flushed=flushed,
+        host=host,
+        generation=generation if type(generation) is int else None,
+    )
 
 
 def key_file(stack: str) -> Path:
@@ -389,6 +470,59 @@ def enable_command(stack: AnyStackOption = "lab") -> None:
     )
 
 
+def cache_command(
+    on: Annotated[
+        bool | None,
+        typer.Option(
+            "--on/--off",
+            help="Cache read-tool answers in Redis (the guide's default), or answer every read "
+            "from PostgreSQL.",
+            show_default=False,
+        ),
+    ] = None,
+    ttl: Annotated[
+        int | None,
+        typer.Option(
+            "--ttl",
+            metavar="SECONDS",
+            help=f"How long a cached answer is served, {CACHE_TTL_RANGE[0]}..{CACHE_TTL_RANGE[1]}"
+            " (the guide's 300). Applies to answers cached before, too.",
+        ),
+    ] = None,
+    flush: Annotated[
+        bool, typer.Option("--flush", help="Make every cached answer stale now, on every host.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+    stack: AnyStackOption = "lab",
+) -> None:
+    """Show or change the read-tool cache: the guide's `mcp_enable_caching`, `mcp_cache_ttl`.
+
+    Without options, prints the settings as the service applies them. `--on`/`--off` and
+    `--ttl` change the `site_settings` rows with `mcp-service cache`, run in the container of
+    a healthy app host (the active color's first); every app host of both colors follows
+    within 5 s. `--flush` makes every cached answer stale at once (a new cache generation
+    in Redis); `--on` after `--off` flushes too. Changes are in the service's audit log.
+    """
+    try:
+        cache_arguments(on, ttl, flush)
+    except AccessError as exc:
+        raise fail(str(exc), 2) from None
+    settings, fleet = _stack(stack)
+    state = _guarded(lambda: set_cache(fleet, settings.active_color, on, ttl, flush, step))
+    if as_json:
+        out.print_json(json.dumps(asdict(state)))
+        return
+    changed = on is not None or ttl is not None
+    verb = "set from" if changed else "read on"
+    out.print(
+        f"read-tool cache {'on' if state.enabled else 'off'}, TTL {state.ttl} s "
+        f"({verb} {state.host})" + (": every app host follows within 5 s" if changed else ""),
+        soft_wrap=True,
+    )
+    if state.flushed:
+        out.print("every cached answer is stale now: the next read of each comes from PostgreSQL")
+
+
 def rotate_key_command(
     grace_hours: Annotated[
         float | None,
@@ -480,9 +614,10 @@ def maintenance_status_command(
 
 
 def register(ops_app: typer.Typer) -> None:
-    """Add ``disable``, ``enable``, ``rotate-key`` and ``maintenance`` to the ``ops`` group."""
+    """Add ``disable``, ``enable``, ``cache``, ``rotate-key`` and ``maintenance`` to ``ops``."""
     ops_app.command("disable")(disable_command)
     ops_app.command("enable")(enable_command)
+    ops_app.command("cache")(cache_command)
     ops_app.command("rotate-key")(rotate_key_command)
     maintenance_app = typer.Typer(
         help="Maintenance mode at the edge: MCP and API routes answer 503, health stays true.",

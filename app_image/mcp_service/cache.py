@@ -1,8 +1,11 @@
 """Redis response cache for read tools, namespaced `railspress:mcp`, invalidated on writes.
 
-Keys embed a generation number; a write bumps the generation, which makes every cached
-entry unreachable at once on every worker and host (they then age out by TTL) without
-scanning or deleting keys.
+Keys embed a generation number; a write (or `mcp-service cache --flush`) bumps the
+generation, which makes every cached entry unreachable at once on every worker and host
+(they then age out by TTL) without scanning or deleting keys.
+
+Keys embed the TTL too: once every worker has read a new `mcp_cache_ttl` (within 5 s),
+none reads an entry stored under the old one, so no answer is older than the TTL in force.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ class ResponseCache:
         ).hexdigest()
         try:
             generation = int(await self.redis.get(GENERATION_KEY) or 0)
-            key = f"{NAMESPACE}:cache:{generation}:{tool}:{digest}"
+            key = f"{NAMESPACE}:cache:{generation}:{ttl}:{tool}:{digest}"
             cached = await self.redis.get(key)
         except RedisError as exc:
             log.warning("cache read failed", extra={"error": str(exc)})
@@ -64,6 +67,6 @@ class ResponseCache:
             log.warning("cache write failed", extra={"error": str(exc)})
         return value
 
-    async def invalidate(self) -> None:
-        """Make every cached response stale (called after each write)."""
-        await self.redis.incr(GENERATION_KEY)
+    async def invalidate(self) -> int:
+        """Make every cached response stale (called after each write); the new generation."""
+        return int(await self.redis.incr(GENERATION_KEY))

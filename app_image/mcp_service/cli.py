@@ -1,9 +1,10 @@
-"""The `mcp-service` command: serve (default), migrate, seed, enable/disable, keys, audit,
-streams."""
+"""The `mcp-service` command: serve (default), migrate, seed, enable/disable, cache, keys,
+audit, streams."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -16,11 +17,15 @@ from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from mcp_service import __version__, audit, keys
+from mcp_service.cache import ResponseCache
 from mcp_service.config import ConfigError, Settings
 from mcp_service.logs import configure_logging
 from mcp_service.migrate import MigrationError
+from mcp_service.runtime import CACHE_TTL_RANGE, cache_settings
 
 log = logging.getLogger("mcp_service.cli")
 ACTOR = "cli"
@@ -57,6 +62,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("disable", help="emergency kill switch: MCP calls answer 503 within 5 s")
     sub.add_parser("enable", help="turn the MCP API back on")
     sub.add_parser("status", help="print the kill switch state as JSON")
+    cache_parser = sub.add_parser(
+        "cache",
+        help="show or change the read-tool cache (mcp_enable_caching, mcp_cache_ttl)",
+        description="Without options, print the cache settings as every worker applies"
+        " them, as JSON. --enable/--disable and --ttl change them in site_settings: every"
+        " worker of every host follows within 5 s (MCP_SETTINGS_CACHE_SECONDS); changes are"
+        " audited. --flush makes every cached answer stale at once, on every host; turning"
+        " caching back on flushes too, so nothing cached before it was off comes back.",
+    )
+    toggle = cache_parser.add_mutually_exclusive_group()
+    toggle.add_argument(
+        "--enable", dest="caching", action="store_const", const=True, help="cache read tools"
+    )
+    toggle.add_argument(
+        "--disable",
+        dest="caching",
+        action="store_const",
+        const=False,
+        help="answer every read from PostgreSQL",
+    )
+    low, high = CACHE_TTL_RANGE
+    cache_parser.add_argument(
+        "--ttl",
+        type=_cache_ttl,
+        metavar="SECONDS",
+        help=f"how long a cached answer is served ({low}..{high}; the guide's 300)",
+    )
+    cache_parser.add_argument(
+        "--flush", action="store_true", help="make every cached answer stale now"
+    )
     keys_parser = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys_parser.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="issue a new key (printed once)")
@@ -102,9 +137,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mcp-service {command}: {exc}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"mcp-service {command}: cannot reach PostgreSQL: {first}", file=sys.stderr)
+        print(f"mcp-service {command}: cannot reach PostgreSQL: {_first(exc)}", file=sys.stderr)
         return 2
+    except RedisError as exc:
+        print(f"mcp-service {command}: cannot use Redis: {_first(exc)}", file=sys.stderr)
+        return 2
+
+
+def _first(exc: Exception) -> str:
+    """The first line of an error's message (or its type): one line for an operator."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _run(command: str, args: argparse.Namespace) -> int:
@@ -142,6 +185,8 @@ def _run(command: str, args: argparse.Namespace) -> int:
         _print(
             kill_switch(settings.database_url, None if command == "status" else command == "enable")
         )
+    elif command == "cache":
+        _print(cache_command(settings, args.caching, args.ttl, args.flush))
     elif command == "keys":
         _print(manage_keys(settings, args))
     elif command == "audit-cleanup":
@@ -164,6 +209,83 @@ def kill_switch(database_url: str, enabled: bool | None) -> dict[str, Any]:
             audit.record_sync(conn, "mcp.enable" if enabled else "mcp.disable", ACTOR, {})
         row = conn.execute("SELECT value FROM site_settings WHERE key = 'mcp_enabled'").fetchone()
     return {"mcp_enabled": bool(row[0]) if row else True}
+
+
+def _cache_ttl(text: str) -> int:
+    """--ttl's type: whole seconds within CACHE_TTL_RANGE, or argparse's one-line error."""
+    low, high = CACHE_TTL_RANGE
+    try:
+        seconds = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number of seconds ({low}..{high})"
+        ) from None
+    if not low <= seconds <= high:
+        raise argparse.ArgumentTypeError(f"{seconds} is outside {low}..{high} seconds")
+    return seconds
+
+
+def cache_command(
+    settings: Settings, caching: bool | None, ttl: int | None, flush: bool
+) -> dict[str, Any]:
+    """Set (when given) and read site_settings mcp_enable_caching / mcp_cache_ttl; flush.
+
+    The flush (a new cache generation in Redis) happens inside the settings transaction,
+    before the commit: when Redis cannot be reached, nothing changes. Turning caching on
+    flushes too: while it was off, PostgreSQL may have changed under the entries left in
+    Redis. Workers that still cache nothing until they re-read the row cannot refill the
+    cache with old data in between.
+    """
+    changes: dict[str, Any] = {}
+    if caching is not None:
+        changes["mcp_enable_caching"] = caching
+    if ttl is not None:
+        changes["mcp_cache_ttl"] = ttl
+    with psycopg.connect(settings.database_url) as conn, conn.transaction():
+        was_enabled, _ = cache_settings(_cache_rows(conn))
+        generation = None
+        if flush or (caching is True and not was_enabled):
+            generation = asyncio.run(_flush(settings))
+        for key, value in changes.items():
+            conn.execute(
+                "INSERT INTO site_settings (key, value, updated_at) VALUES (%s, %s, now())"
+                " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+                (key, Jsonb(value)),
+            )
+        if changes or generation is not None:
+            details = dict(changes, flushed=generation is not None)
+            audit.record_sync(conn, "cache.update", ACTOR, details)
+        enabled, ttl_now = cache_settings(_cache_rows(conn))
+    result: dict[str, Any] = {
+        "mcp_enable_caching": enabled,
+        "mcp_cache_ttl": ttl_now,
+        "flushed": generation is not None,
+    }
+    if generation is not None:
+        result["generation"] = generation
+    return result
+
+
+def _cache_rows(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    rows = conn.execute(
+        "SELECT key, value FROM site_settings WHERE key IN ('mcp_enable_caching', 'mcp_cache_ttl')"
+    ).fetchall()
+    return {key: value for key, value in rows}
+
+
+async def _flush(settings: Settings) -> int:
+    """A new cache generation in Redis (``ResponseCache.invalidate``): the new number."""
+    if not settings.redis_url:
+        raise ConfigError("REDIS_URL", "is required to flush the cache (or REDIS_URL_FILE)")
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.health_timeout,
+        socket_timeout=settings.health_timeout,
+    )
+    try:
+        return await ResponseCache(redis).invalidate()
+    finally:
+        await redis.aclose()
 
 
 def manage_keys(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:

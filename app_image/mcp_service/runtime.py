@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -23,6 +24,9 @@ from mcp_service.db import read_site_settings
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_TTL = 300
+# The bounds `mcp-service cache --ttl` accepts: Redis needs a positive expiry, and a day is
+# far past any freshness a reader of posts would accept.
+CACHE_TTL_RANGE = (1, 86400)
 
 
 @dataclass
@@ -80,13 +84,26 @@ class RuntimeState:
             # Retry on the next request rather than hammering a down database from every one.
             self._loaded_at = started
             return
+        caching_enabled, cache_ttl = cache_settings(values)
         self.switches = Switches(
             mcp_enabled=self.settings.mcp_enabled and _truthy(values.get("mcp_enabled", True)),
-            caching_enabled=_truthy(values.get("mcp_enable_caching", True)),
-            cache_ttl=_positive_int(values.get("mcp_cache_ttl"), DEFAULT_CACHE_TTL),
+            caching_enabled=caching_enabled,
+            cache_ttl=cache_ttl,
             active_keys=active,
         )
         self._loaded_at = started
+
+
+def cache_settings(values: Mapping[str, object]) -> tuple[bool, int]:
+    """(caching enabled, TTL in seconds) as the workers apply the site_settings ``values``.
+
+    One reading for the workers and for `mcp-service cache`, so what the command shows is
+    what the service does, even for rows written by hand.
+    """
+    return (
+        _truthy(values.get("mcp_enable_caching", True)),
+        _positive_int(values.get("mcp_cache_ttl"), DEFAULT_CACHE_TTL),
+    )
 
 
 def _truthy(value: object) -> bool:

@@ -79,6 +79,15 @@ class Hosts(Fleet):
             answer = json.dumps({"before": before, "left": 1, "still_open": 0})
         elif argv[-1] in ("disable", "enable"):
             answer = json.dumps({"mcp_enabled": argv[-1] == "enable"})
+        elif argv[4:5] == ["cache"]:
+            ttl = int(argv[argv.index("--ttl") + 1]) if "--ttl" in argv else 300
+            answer = json.dumps(
+                {
+                    "mcp_enable_caching": "--disable" not in argv,
+                    "mcp_cache_ttl": ttl,
+                    "flushed": "--flush" in argv,
+                }
+            )
         elif "streams" in argv:
             answer = json.dumps({"open": 0}) if "count" in argv else ""
         else:
@@ -428,3 +437,23 @@ def test_the_kill_switch_of_an_aws_stack_runs_on_an_active_host(world, monkeypat
     (call,) = [c for c in CALLS if "disable" in c[1]]
     # Pulumi.prod.yaml says blue serves: its first host, in the service's container.
     assert call[0] == "blue1" and call[1][:2] == ["docker", "exec"]
+
+
+def test_the_cache_settings_of_an_aws_stack_change_on_an_active_host(world, monkeypatch):
+    from typer.testing import CliRunner
+
+    from mcpdeploy import cli, targets
+
+    monkeypatch.setattr(targets, "target_for", lambda stack: world.target)
+    result = CliRunner().invoke(cli.app, ["ops", "cache", "--off", "--ttl", "60", "-s", "prod"])
+    assert result.exit_code == 0, result.output
+    assert "read-tool cache off, TTL 60 s (set from blue1)" in result.stdout
+    (call,) = [c for c in CALLS if "cache" in c[1]]
+    assert call[0] == "blue1" and call[1] == [
+        "docker",
+        "exec",
+        "mcp-service",
+        "mcp-service",
+        "cache",
+        "--disable",
+    ]

@@ -1,5 +1,6 @@
 """Access operations without hosts: which host runs the service's command, what travels on
-a command line, how the key file is replaced, the maintenance flag's shell commands."""
+a command line, how the key file is replaced, the maintenance flag's shell commands, what
+the cache command asks and believes."""
 
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ from mcpdeploy import access
 from mcpdeploy.access import (
     AccessError,
     Maintenance,
+    cache_arguments,
     flag_command,
     parse_rotated_key,
     read_flag,
     rotate_key,
     run_service,
     service_hosts,
+    set_cache,
     set_kill_switch,
     store_key,
 )
@@ -102,6 +105,86 @@ def test_a_kill_switch_that_did_not_change_is_an_error():
     f = fleet(**{"app-blue": (0, '{"mcp_enabled": true}\n', "")})
     with pytest.raises(AccessError, match="mcp_enabled=True, not False"):
         set_kill_switch(f, "blue", False)
+
+
+def cache_reply(enabled: bool = True, ttl: int = 300, flushed: bool = False) -> tuple:
+    state = {"mcp_enable_caching": enabled, "mcp_cache_ttl": ttl, "flushed": flushed}
+    if flushed:
+        state["generation"] = 7
+    return (0, "log noise\n" + json.dumps(state) + "\n", "")
+
+
+@pytest.mark.parametrize(
+    ("on", "ttl", "flush", "expected"),
+    [
+        (None, None, False, ["cache"]),
+        (False, None, False, ["cache", "--disable"]),
+        (True, 60, True, ["cache", "--enable", "--ttl", "60", "--flush"]),
+        (None, 86400, False, ["cache", "--ttl", "86400"]),
+        (None, 1, True, ["cache", "--ttl", "1", "--flush"]),
+    ],
+)
+def test_the_cache_options_become_the_services_arguments(on, ttl, flush, expected):
+    assert cache_arguments(on, ttl, flush) == expected
+
+
+@pytest.mark.parametrize("ttl", [0, -5, 86401])
+def test_a_ttl_outside_the_services_range_is_refused(ttl):
+    with pytest.raises(AccessError, match=f"--ttl {ttl} is outside 1..86400 seconds"):
+        cache_arguments(None, ttl, False)
+
+
+def test_the_cache_state_is_what_the_service_printed_on_the_active_host():
+    f = fleet(**{"app-blue": cache_reply(False, 60, True)})
+    state = set_cache(f, "blue", False, 60, True)
+    assert (state.enabled, state.ttl, state.flushed, state.host) == (False, 60, True, "app-blue")
+    assert state.generation == 7
+    (call,) = f.calls
+    assert call == (
+        "app-blue",
+        [
+            "docker",
+            "exec",
+            "mcp-service",
+            "mcp-service",
+            "cache",
+            "--disable",
+            "--ttl",
+            "60",
+            "--flush",
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("asked", "reply", "complaint"),
+    [
+        ({"on": False}, cache_reply(enabled=True), "mcp_enable_caching=True, not False"),
+        ({"ttl": 60}, cache_reply(ttl=300), "mcp_cache_ttl=300, not 60"),
+        ({"flush": True}, cache_reply(flushed=False), "flushed=False, not True"),
+    ],
+)
+def test_a_cache_change_the_service_did_not_report_is_an_error(asked, reply, complaint):
+    with pytest.raises(AccessError, match=complaint):
+        set_cache(fleet(**{"app-blue": reply}), "blue", **asked)
+
+
+@pytest.mark.parametrize(
+    "stdout", ["", '{"mcp_enabled": true}', '{"mcp_enable_caching": "yes", "mcp_cache_ttl": 5}']
+)
+def test_output_without_cache_settings_is_an_error_not_a_state(stdout):
+    with pytest.raises(AccessError, match="printed no cache settings"):
+        set_cache(fleet(**{"app-blue": (0, stdout, "")}), "blue")
+
+
+def test_an_image_without_the_cache_command_is_named_on_every_host():
+    old = (2, "", "mcp-service: error: argument command: invalid choice: 'cache'")
+    with pytest.raises(AccessError) as caught:
+        set_cache(fleet(**{"app-blue": old, "app-green": old}), "blue", on=False)
+    assert "app-blue: exit 2: mcp-service: error: argument command: invalid choice" in str(
+        caught.value
+    )
+    assert "app-green: exit 2" in str(caught.value)
 
 
 def test_the_rotated_key_is_read_from_the_last_json_line():
@@ -252,6 +335,69 @@ def test_the_kill_switch_on_an_unreachable_aws_stack_is_one_error_line(verb, mon
     result = runner.invoke(app, ["ops", verb, "--stack", "prod"])
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: cannot reach prod: the Pulumi CLI is not installed")
+    assert "Traceback" not in result.output
+
+
+def test_ops_cache_on_an_unreachable_aws_stack_is_one_error_line(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no Pulumi CLI to read the stack outputs
+    result = runner.invoke(app, ["ops", "cache", "--off", "--stack", "prod"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: cannot reach prod: the Pulumi CLI is not installed")
+    assert "Traceback" not in result.output
+
+
+def test_ops_cache_shows_the_settings_without_changing_them(monkeypatch):
+    f = fleet(**{"app-blue": cache_reply()})
+    monkeypatch.setattr(access, "lab_fleet", lambda: f)
+    result = runner.invoke(app, ["ops", "cache"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "read-tool cache on, TTL 300 s (read on app-blue)"
+    assert f.calls[0][1][4:] == ["cache"]
+
+
+def test_ops_cache_changes_say_when_every_host_follows(monkeypatch):
+    f = fleet(**{"app-blue": cache_reply(False, 30, True)})
+    monkeypatch.setattr(access, "lab_fleet", lambda: f)
+    result = runner.invoke(app, ["ops", "cache", "--off", "--ttl", "30", "--flush"])
+    assert result.exit_code == 0, result.output
+    first, second = result.stdout.strip().splitlines()
+    assert first == (
+        "read-tool cache off, TTL 30 s (set from app-blue): every app host follows within 5 s"
+    )
+    assert second.startswith("every cached answer is stale now")
+    assert f.calls[0][1][4:] == ["cache", "--disable", "--ttl", "30", "--flush"]
+
+
+def test_ops_cache_json_is_the_state_and_the_host(monkeypatch):
+    monkeypatch.setattr(access, "lab_fleet", lambda: fleet(**{"app-blue": cache_reply(ttl=45)}))
+    result = runner.invoke(app, ["ops", "cache", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "enabled": True,
+        "ttl": 45,
+        "flushed": False,
+        "host": "app-blue",
+        "generation": None,
+    }
+
+
+def test_a_bad_ttl_is_one_error_line_before_any_host_is_asked(monkeypatch):
+    f = fleet()
+    monkeypatch.setattr(access, "lab_fleet", lambda: f)
+    result = runner.invoke(app, ["ops", "cache", "--on", "--ttl", "0"])
+    assert result.exit_code == 2
+    assert result.stderr == "error: --ttl 0 is outside 1..86400 seconds; nothing changed\n"
+    assert f.calls == []
+
+
+def test_a_failed_cache_change_is_one_error_line(monkeypatch):
+    redis_down = (2, "", "mcp-service cache: cannot use Redis: Error 111 connecting")
+    f = fleet(**{"app-blue": redis_down, "app-green": redis_down})
+    monkeypatch.setattr(access, "lab_fleet", lambda: f)
+    result = runner.invoke(app, ["ops", "cache", "--flush"])
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot use Redis" in errors[0]
     assert "Traceback" not in result.output
 
 
