@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -41,6 +41,22 @@ DEPLOYMENT_KEY_NAME = "env:current"
 # Maintenance mode's flag on the edge hosts; deploy.py hands it to roles/edge, whose nginx
 # answers /api/ itself while the file exists.
 MAINTENANCE_FLAG = "/var/lib/mcp-edge/maintenance"
+# Maintenance answers (the edge's, and the ALB rule's on AWS): when to come back, and the
+# body an MCP client parses (the service's own "unavailable" error code, -32004, with
+# data.maintenance telling the two apart).
+MAINTENANCE_RETRY_AFTER_SECONDS = 300
+MAINTENANCE_BODY = {
+    "jsonrpc": "2.0",
+    "id": None,
+    "error": {
+        "code": -32004,
+        "message": "The MCP API is down for maintenance; retry later",
+        "data": {"maintenance": True, "retry_after": MAINTENANCE_RETRY_AFTER_SECONDS},
+    },
+}
+# AWS: the HTTPS listener rule that answers /api/* itself while in maintenance, found by
+# this tag (the rule is mcpdeploy's, not the Pulumi program's: `pulumi up` leaves it).
+MAINTENANCE_RULE_TAG = "mcpdeploy:maintenance"
 # The TTLs `mcp-service cache --ttl` accepts (app_image/mcp_service/runtime.py
 # CACHE_TTL_RANGE), checked here too so that a bad value fails before any host is reached.
 CACHE_TTL_RANGE = (1, 86400)
@@ -116,6 +132,7 @@ class Maintenance:
     on: bool
     since: str | None = None
     by: str | None = None
+    rule: str | None = None  # AWS: the listener rule's ARN
 
 
 def service_hosts(fleet: Fleet, active_color: str) -> list[AppHost]:
@@ -393,6 +410,61 @@ def set_maintenance(
     return maintenance_status(fleet)
 
 
+def alb_maintenance_status(elbv2: Any, listener_arn: str) -> Maintenance:
+    """Whether the AWS stack's HTTPS listener has the maintenance rule, since when, by whom."""
+    rules = elbv2.describe_rules(ListenerArn=listener_arn)["Rules"]
+    arns = [r["RuleArn"] for r in rules if not r.get("IsDefault")]
+    tagged = elbv2.describe_tags(ResourceArns=arns)["TagDescriptions"] if arns else []
+    for description in tagged:
+        tags = {t["Key"]: t["Value"] for t in description["Tags"]}
+        if MAINTENANCE_RULE_TAG in tags:
+            since, _, by = tags[MAINTENANCE_RULE_TAG].partition(" by ")
+            return Maintenance("the ALB", True, since, by, rule=description["ResourceArn"])
+    return Maintenance("the ALB", False)
+
+
+def set_alb_maintenance(
+    elbv2: Any, listener_arn: str, on: bool, progress: Progress = no_progress
+) -> Maintenance:
+    """AWS: add (or remove) a rule on the HTTPS listener, ahead of every other, answering
+    ``/api/*`` with 503 and :data:`MAINTENANCE_BODY` itself; ``/health*`` still reach the
+    serving color. Immediate, no ``pulumi up``; the ALB cannot send ``Retry-After``
+    (a fixed response has a body only), so the body carries ``retry_after``."""
+    current = alb_maintenance_status(elbv2, listener_arn)
+    if current.on == on:
+        progress(f"maintenance is already {'on' if on else 'off'} at the ALB")
+        return current
+    if not on:
+        elbv2.delete_rule(RuleArn=current.rule)
+        progress("maintenance rule removed from the HTTPS listener")
+        return alb_maintenance_status(elbv2, listener_arn)
+    since = datetime.now(UTC).isoformat(timespec="seconds")
+    by = f"{getpass.getuser()}@{socket.gethostname()}"
+    taken = {r["Priority"] for r in elbv2.describe_rules(ListenerArn=listener_arn)["Rules"]}
+    elbv2.create_rule(
+        ListenerArn=listener_arn,
+        # Ahead of any rule the program or an operator added (1 is the first there is).
+        Priority=next(p for p in range(1, 50000) if str(p) not in taken),
+        Conditions=[{"Field": "path-pattern", "PathPatternConfig": {"Values": ["/api/*"]}}],
+        Actions=[
+            {
+                "Type": "fixed-response",
+                "FixedResponseConfig": {
+                    "StatusCode": "503",
+                    "ContentType": "application/json",
+                    "MessageBody": json.dumps(MAINTENANCE_BODY, separators=(",", ":")),
+                },
+            }
+        ],
+        Tags=[{"Key": MAINTENANCE_RULE_TAG, "Value": f"{since} by {by}"}],
+    )
+    progress("maintenance rule added to the HTTPS listener: /api/* answers 503")
+    state = alb_maintenance_status(elbv2, listener_arn)
+    if not state.on:
+        raise AccessError("the maintenance rule was created but the listener does not show it")
+    return state
+
+
 # -- the commands ---------------------------------------------------------------------------
 
 
@@ -575,9 +647,10 @@ def _show(states: list[Maintenance], as_json: bool = False) -> None:
         return
     for s in states:
         if s.on:
+            retry = "" if s.rule else " with Retry-After"
             out.print(
-                f"{s.host}: maintenance ON since {s.since} by {s.by}: /api/ answers 503 with "
-                "Retry-After; /health and /health/mcp are still served",
+                f"{s.host}: maintenance ON since {s.since} by {s.by}: /api/ answers 503"
+                f"{retry}; /health and /health/mcp are still served",
                 soft_wrap=True,
             )
         else:
@@ -587,30 +660,55 @@ def _show(states: list[Maintenance], as_json: bool = False) -> None:
 _BY_HAND_FLAG = f"touch (on) or remove (off) {MAINTENANCE_FLAG} on each edge host"
 
 
-def maintenance_on(stack: StackOption = "lab") -> None:
-    """The edge answers MCP and API routes (`/api/`) itself: 503, JSON body, Retry-After.
+def _maintenance(stack: str, on: bool | None, by_hand: str) -> list[Maintenance]:
+    """Set (``on``) or read (None) maintenance mode: the lab's edges, or an AWS listener."""
+    if stack == "lab":
+        settings, fleet = _lab(stack, by_hand)
+        if on is None:
+            return _guarded(lambda: maintenance_status(fleet))
+        return _guarded(lambda: set_maintenance(fleet, on, settings.domain, step))
+    import botocore.exceptions
 
-    Writes a flag file on every edge host, which nginx tests per request: no reload, and
-    a deploy keeps it. `/health` and `/health/mcp` still reach the active color and say
-    how it really is. Checked through each edge's nginx. Undo: `ops maintenance off`.
+    from mcpdeploy.switch import SwitchError
+    from mcpdeploy.targets import target_for
+
+    try:
+        target = target_for(stack)
+    except (SettingsError, SwitchError, FleetError) as exc:
+        raise fail(f"cannot reach {stack}: {exc}", 2) from None
+    listener, elbv2 = target.outputs["httpsListenerArn"], target.elbv2  # type: ignore[attr-defined]
+    try:
+        if on is None:
+            return [alb_maintenance_status(elbv2, listener)]
+        return [set_alb_maintenance(elbv2, listener, on, step)]
+    except (AccessError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+        raise fail(f"{stack}: the ALB's maintenance rule: {e}") from None
+
+
+def maintenance_on(stack: AnyStackOption = "lab") -> None:
+    """MCP and API routes (`/api/`) answer 503 with a JSON body; health stays true.
+
+    Lab: writes a flag file on every edge host, which nginx tests per request (no reload,
+    a deploy keeps it), and the answer carries `Retry-After`; checked through each edge's
+    nginx. AWS: a rule on the ALB's HTTPS listener, ahead of the others, answers `/api/*`
+    itself (the body says when to retry: an ALB cannot send `Retry-After`). Either way
+    `/health` and `/health/mcp` still reach the active color and say how it really is.
+    Undo: `ops maintenance off`.
     """
-    settings, fleet = _lab(stack, _BY_HAND_FLAG)
-    _show(_guarded(lambda: set_maintenance(fleet, True, settings.domain, step)))
+    _show(_maintenance(stack, True, _BY_HAND_FLAG))
 
 
-def maintenance_off(stack: StackOption = "lab") -> None:
-    """Serve MCP and API routes again: removes the edge's maintenance flag (no reload)."""
-    settings, fleet = _lab(stack, _BY_HAND_FLAG)
-    _show(_guarded(lambda: set_maintenance(fleet, False, settings.domain, step)))
+def maintenance_off(stack: AnyStackOption = "lab") -> None:
+    """Serve MCP and API routes again: removes the edge's flag (lab) or the ALB rule (AWS)."""
+    _show(_maintenance(stack, False, _BY_HAND_FLAG))
 
 
 def maintenance_status_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
-    stack: StackOption = "lab",
+    stack: AnyStackOption = "lab",
 ) -> None:
-    """Whether each edge host is in maintenance, since when and set by whom."""
-    _, fleet = _lab(stack, f"look for {MAINTENANCE_FLAG} on each edge host")
-    _show(_guarded(lambda: maintenance_status(fleet)), as_json)
+    """Whether each edge host (AWS: the ALB) is in maintenance, since when and set by whom."""
+    _show(_maintenance(stack, None, f"look for {MAINTENANCE_FLAG} on each edge host"), as_json)
 
 
 def register(ops_app: typer.Typer) -> None:

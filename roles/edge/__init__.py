@@ -26,6 +26,7 @@ from typing import Any
 from pyinfra.api import deploy
 from pyinfra.operations import files
 
+from mcpdeploy.access import MAINTENANCE_BODY, MAINTENANCE_RETRY_AFTER_SECONDS
 from roles.nginx import MOZILLA_INTERMEDIATE, TLS_DIR, site, template_env
 from roles.nginx import TEMPLATES as NGINX_TEMPLATES
 
@@ -37,18 +38,6 @@ UPSTREAM_CA = "upstream-ca.crt"
 ACTIVE_DIR = "/etc/nginx/mcpdeploy-active"
 MAX_FAILS = 3
 FAIL_TIMEOUT = 10
-# Maintenance answers: when to come back, and the body an MCP client parses (the service's
-# own "unavailable" error code, -32004, with data.maintenance telling the two apart).
-MAINTENANCE_RETRY_AFTER_SECONDS = 300
-MAINTENANCE_BODY = {
-    "jsonrpc": "2.0",
-    "id": None,
-    "error": {
-        "code": -32004,
-        "message": "The MCP API is down for maintenance; retry later",
-        "data": {"maintenance": True, "retry_after": MAINTENANCE_RETRY_AFTER_SECONDS},
-    },
-}
 
 
 def render_edge_config(

@@ -457,3 +457,38 @@ def test_the_cache_settings_of_an_aws_stack_change_on_an_active_host(world, monk
         "cache",
         "--disable",
     ]
+
+
+def test_maintenance_on_aws_is_a_listener_rule_answering_the_api_only(world, monkeypatch):
+    from typer.testing import CliRunner
+
+    from mcpdeploy import cli, targets
+    from mcpdeploy.access import MAINTENANCE_BODY, MAINTENANCE_RULE_TAG
+
+    monkeypatch.setattr(targets, "target_for", lambda stack: world.target)
+    client, listener = world.alb.client, world.alb.listener
+    runner = CliRunner()
+    on = runner.invoke(cli.app, ["ops", "maintenance", "on", "--stack", "prod"])
+    assert on.exit_code == 0, on.output
+    assert "maintenance ON" in on.stdout and "Retry-After" not in on.stdout
+    (rule,) = [
+        r for r in client.describe_rules(ListenerArn=listener)["Rules"] if not r["IsDefault"]
+    ]
+    assert rule["Priority"] == "1"  # ahead of every other rule
+    assert rule["Conditions"][0]["PathPatternConfig"]["Values"] == ["/api/*"]  # not /health*
+    (action,) = rule["Actions"]
+    answer = action["FixedResponseConfig"]
+    assert (answer["StatusCode"], answer["ContentType"]) == ("503", "application/json")
+    assert json.loads(answer["MessageBody"]) == MAINTENANCE_BODY
+    tags = client.describe_tags(ResourceArns=[rule["RuleArn"]])["TagDescriptions"][0]["Tags"]
+    assert [t["Key"] for t in tags] == [MAINTENANCE_RULE_TAG]
+    # The listener still forwards everything else to the serving color.
+    assert serving(world) == "blue"
+    again = runner.invoke(cli.app, ["ops", "maintenance", "on", "--stack", "prod"])
+    assert again.exit_code == 0 and len(client.describe_rules(ListenerArn=listener)["Rules"]) == 2
+    status = runner.invoke(cli.app, ["ops", "maintenance", "status", "--stack", "prod", "--json"])
+    (state,) = json.loads(status.stdout)
+    assert state["on"] is True and state["rule"] == rule["RuleArn"]
+    off = runner.invoke(cli.app, ["ops", "maintenance", "off", "--stack", "prod"])
+    assert off.exit_code == 0 and "maintenance off" in off.stdout
+    assert [r["IsDefault"] for r in client.describe_rules(ListenerArn=listener)["Rules"]] == [True]

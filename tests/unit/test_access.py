@@ -313,26 +313,19 @@ def test_the_grace_period_setting_defaults_to_a_day_and_must_be_positive():
 runner = CliRunner()
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["ops", "rotate-key"],
-        ["ops", "maintenance", "on"],
-        ["ops", "maintenance", "off"],
-        ["ops", "maintenance", "status"],
-    ],
-)
-def test_every_ops_command_refuses_a_stack_other_than_the_lab_and_says_what_to_do(argv):
-    result = runner.invoke(app, [*argv, "--stack", "prod"])
+def test_rotate_key_refuses_a_stack_other_than_the_lab_and_says_what_to_do():
+    result = runner.invoke(app, ["ops", "rotate-key", "--stack", "prod"])
     assert result.exit_code == 2, result.output
     assert "lab's hosts only" in result.stderr and "for prod" in result.stderr
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("verb", ["disable", "enable"])
-def test_the_kill_switch_on_an_unreachable_aws_stack_is_one_error_line(verb, monkeypatch):
+@pytest.mark.parametrize(
+    "verb", [["disable"], ["enable"], ["maintenance", "on"], ["maintenance", "status"]]
+)
+def test_ops_on_an_unreachable_aws_stack_is_one_error_line(verb, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")  # no Pulumi CLI to read the stack outputs
-    result = runner.invoke(app, ["ops", verb, "--stack", "prod"])
+    result = runner.invoke(app, ["ops", *verb, "--stack", "prod"])
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: cannot reach prod: the Pulumi CLI is not installed")
     assert "Traceback" not in result.output
