@@ -234,7 +234,8 @@ if host.data.role == "edge":
 if host.data.role == "app":
     performance_check(
         url=f"http://127.0.0.1:{APP_PORT}/api/v1/mcp/metrics",
-        metrics_token=credentials.api_key,
+        # Its own token (MCP_METRICS_TOKEN above), not the client key: see credentials.NAMES.
+        metrics_token=credentials.metrics_token,
         error_percent=maintenance.error_rate_alert_percent,
         slow_seconds=maintenance.slow_response_seconds,
         window_minutes=maintenance.performance_window_minutes,

@@ -307,9 +307,11 @@ def rotate_key(
     """Issue a new deployment key, keep the old one valid ``grace_hours``, store the new one.
 
     The service expires every key named :data:`DEPLOYMENT_KEY_NAME` after the grace period
-    and prints the new key once; it travels back over SSH's stdout into ``path``. The next
-    deploy writes it into the hosts' environment, and the service's provisioning never
-    revives a key it has already stored (``provision_env_keys``: insert or shorten only).
+    and prints the new key once; it travels back over SSH's stdout into ``path``. Nothing
+    on the hosts needs it: their performance check reads the metrics with a token of its
+    own (``metrics-token``). The hosts' environment keeps the old key until the next deploy
+    writes the new one, harmlessly: the service's provisioning never revives a key it has
+    already stored (``provision_env_keys``: insert or shorten only).
     """
     if not path.is_file():
         raise AccessError(f"no API key file at {path}: deploy the stack first")
@@ -613,8 +615,9 @@ def rotate_key_command(
     Runs `mcp-service keys rotate` on a healthy app host and writes the new key, which
     works at once on every host, over the stack's key file (root only, 0600, atomically).
     Prints where the key is, never the key. Clients switch within the grace period and
-    never see a 401. Deploy before it ends so the hosts' environment and the performance
-    check carry the new key; a deploy never brings the old one back.
+    never see a 401. No deploy is needed: the hosts' performance check uses a metrics
+    token of its own, not this key. The next deploy writes the new key into the hosts'
+    environment and never brings the old one back.
     """
     settings, fleet = _lab(
         stack,
@@ -635,8 +638,8 @@ def rotate_key_command(
         soft_wrap=True,
     )
     out.print(
-        f"next: hand the new key to clients, and deploy before {until} "
-        f"(pyinfra -y {fleet.inventory} deploy.py) so the hosts' environment carries it",
+        f"next: hand the new key to clients before {until}; no deploy is needed (the hosts' "
+        "performance check has a metrics token of its own)",
         soft_wrap=True,
     )
 

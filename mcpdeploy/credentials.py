@@ -47,6 +47,9 @@ NAMES = {
     "redis_password": "redis-auth-token",
     "db_owner_password": "db-owner-password",
     "db_runtime_password": "db-runtime-password",
+    # The performance check's own credential for /api/v1/mcp/metrics (MCP_METRICS_TOKEN):
+    # never a client key, so rotating the API key cannot lock the check out.
+    "metrics_token": "metrics-token",
 }
 
 
@@ -59,6 +62,7 @@ class Credentials:
     redis_password: str
     db_owner_password: str
     db_runtime_password: str
+    metrics_token: str
 
     def __repr__(self) -> str:
         return f"Credentials({', '.join(f.name for f in fields(self))}: [secret])"

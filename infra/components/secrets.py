@@ -16,6 +16,10 @@ GENERATED: dict[str, tuple[int, str]] = {
     "redis-auth-token": (64, "ElastiCache AUTH token (REDIS_URL)"),
     "db-owner-password": (48, "PostgreSQL role railspress_owner: runs migrations"),
     "db-runtime-password": (48, "PostgreSQL role railspress_mcp: the service's DML-only login"),
+    "metrics-token": (
+        64,
+        "MCP_METRICS_TOKEN: the app hosts' performance check reads /api/v1/mcp/metrics with it",
+    ),
 }
 
 

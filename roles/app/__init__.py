@@ -63,6 +63,9 @@ def service_environment(
         "REDIS_URL": urls["REDIS_URL"],
         "SECRET_KEY_BASE": credentials.secret_key_base,
         "MCP_API_KEY": credentials.api_key,
+        # The performance check's credential for the metrics endpoint: independent of the
+        # client key, so `ops rotate-key` never locks the check out (roles/maintenance).
+        "MCP_METRICS_TOKEN": credentials.metrics_token,
         "MCP_RUNTIME_ROLE": urls.get("MCP_RUNTIME_ROLE", ""),
         "MCP_TRUSTED_PROXIES": f"{trusted_proxy}/32",
         "MCP_WORKERS": str(workers),

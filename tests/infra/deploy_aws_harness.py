@@ -1,5 +1,6 @@
 """Run deploy.py's operation generation for an AWS-shaped inventory, offline, and print
-JSON {host: {"ops": [names], "commands": [shell commands]}} for test_deploy_aws.py.
+JSON {host: {"ops": [names], "commands": [shell commands], "uploads": {op name: content}}}
+for test_deploy_aws.py (the uploads hold only this harness's fake secrets).
 
 pyinfra's ``@fake`` connector answers facts (a Debian 12 host with nothing installed);
 moto stands in for Secrets Manager; the RDS CA bundle is a local CA. Runs in its own
@@ -18,7 +19,7 @@ from pathlib import Path
 import boto3
 from moto import mock_aws
 from pyinfra.api import Config, Inventory, State
-from pyinfra.api.command import StringCommand
+from pyinfra.api.command import FileUploadCommand, StringCommand
 from pyinfra.api.connect import connect_all
 from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 
@@ -73,16 +74,28 @@ def main(secret_marker: str) -> None:
         load_deploy_file(state, "deploy.py")
         report = {}
         for host in inventory:
-            ops, commands = [], []
+            ops, commands, uploads = [], [], {}
             for op_hash in state.get_op_order():
                 if op_hash not in state.ops[host]:
                     continue
-                ops.append(next(iter(state.op_meta[op_hash].names)))
+                name = next(iter(state.op_meta[op_hash].names))
+                ops.append(name)
                 with ctx_host.use(host):
                     for command in state.ops[host][op_hash].command_generator():
                         if isinstance(command, StringCommand):
                             commands.append(command.get_raw_value())
-            report[host.name.removeprefix("@fake/")] = {"ops": ops, "commands": commands}
+                        elif isinstance(command, FileUploadCommand) and hasattr(
+                            command.src, "getvalue"
+                        ):
+                            content = command.src.getvalue()
+                            uploads[name] = (
+                                content.decode() if isinstance(content, bytes) else content
+                            )
+            report[host.name.removeprefix("@fake/")] = {
+                "ops": ops,
+                "commands": commands,
+                "uploads": uploads,
+            }
         print(json.dumps(report))
 
 

@@ -62,3 +62,19 @@ def test_https_is_open_to_the_vpc_where_the_alb_is(deploy):
     )
     for host in deploy.values():
         assert rule in host["commands"]
+
+
+def uploaded(host: dict, operation: str) -> str:
+    """The content one operation uploads, by part of its name."""
+    (content,) = [text for name, text in host["uploads"].items() if operation in name]
+    return content
+
+
+def test_the_performance_check_reads_the_metrics_with_its_own_token_not_the_client_key(deploy):
+    # The secrets are "<name>-<MARKER>" (deploy_aws_harness.py): metrics-token, mcp-api-key.
+    token, key = f"metrics-token-{MARKER}", f"mcp-api-key-{MARKER}"
+    for name, host in deploy.items():
+        environment = uploaded(host, "Write the service's environment").splitlines()
+        assert f"MCP_METRICS_TOKEN={token}" in environment, name
+        assert f"MCP_API_KEY={key}" in environment, name
+        assert uploaded(host, "Store the metrics token") == token, name

@@ -8,6 +8,7 @@ import pulumi_aws as aws
 import pytest
 from pulumi_harness import ACCOUNT, PROD_LIKE, Run, run_program, write_project
 
+from mcpdeploy.credentials import NAMES
 from mcpdeploy.releaselog import release_table
 from mcpdeploy.settings import SettingsError
 
@@ -228,8 +229,15 @@ def test_secrets_use_rotation_friendly_names(prod_run: Run):
     assert names == sorted(
         f"/mcpdeploy/prod/{n}"
         for n in ("mcp-api-key", "secret-key-base", "redis-auth-token", "db-owner-password",
-                  "db-runtime-password", "nginx-tls")
+                  "db-runtime-password", "metrics-token", "nginx-tls")
     )  # fmt: skip
+
+
+def test_every_secret_a_deploy_reads_is_created_by_the_stack(prod_run: Run):
+    # deploy.py reads credentials.NAMES from Secrets Manager (aws_credentials): one missing
+    # here, such as the performance check's metrics-token, fails the first AWS deploy.
+    created = {s.inputs["name"] for s in prod_run.mocks.of_type("aws:secretsmanager/secret:Secret")}
+    assert {f"/mcpdeploy/prod/{name}" for name in NAMES.values()} <= created
 
 
 def test_buckets_are_encrypted_private_versioned_expiring_and_tls_only(prod_run: Run):

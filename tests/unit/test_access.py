@@ -410,6 +410,8 @@ def test_rotate_key_prints_where_the_key_is_and_never_the_key(tmp_path, monkeypa
     assert str(path) in result.stdout and "0600" in result.stdout
     assert NEW_KEY not in result.output and OLD_KEY not in result.output
     assert path.read_text() == NEW_KEY
+    # Nothing on the hosts needs the new key: no deploy to remember at 3 a.m.
+    assert "no deploy is needed" in result.stdout and "pyinfra" not in result.stdout
 
 
 def test_a_failed_rotation_is_one_error_line(tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ CREDENTIALS = Credentials(
     redis_password="r" * 40,
     db_owner_password="o" * 40,
     db_runtime_password="p" * 40,
+    metrics_token="m" * 40,
 )
 URLS = {
     "DATABASE_URL": "postgresql://railspress_mcp:pw@10.0.0.5:5432/railspress_production",
@@ -50,6 +51,15 @@ def test_environment_trusts_the_docker_bridge_and_never_holds_the_owner_url():
     keepalive = int(env["MCP_STREAM_KEEPALIVE_SECONDS"])
     assert keepalive == load_settings("lab").app.stream_keepalive_seconds
     assert keepalive < load_settings("lab").timeouts.proxy_read_seconds
+
+
+def test_environment_holds_a_metrics_token_of_its_own_beside_the_api_key():
+    # The performance check authenticates with MCP_METRICS_TOKEN: a client key it shared
+    # would lock it out once `ops rotate-key`'s grace period ends.
+    lines = env_file_text(environment()).splitlines()
+    assert f"MCP_METRICS_TOKEN={CREDENTIALS.metrics_token}" in lines
+    assert f"MCP_API_KEY={CREDENTIALS.api_key}" in lines
+    assert CREDENTIALS.metrics_token != CREDENTIALS.api_key
 
 
 def test_env_file_refuses_a_line_break_without_showing_the_value():

@@ -35,6 +35,7 @@ CREDENTIALS = Credentials(
     redis_password="redis/token:with+odd@chars",
     db_owner_password="owner:pass/word@1",
     db_runtime_password="runtime pass#2",
+    metrics_token="metrics-token-" + "m" * 40,
 )
 MASTER = MasterCredentials("railspress_admin", "master:pa\\ss")
 SECRETS = [
@@ -43,6 +44,7 @@ SECRETS = [
     CREDENTIALS.redis_password,
     CREDENTIALS.db_owner_password,
     CREDENTIALS.db_runtime_password,
+    CREDENTIALS.metrics_token,
     MASTER.password,
 ]
 RDS_ADDRESS = "mcpdeploy-prod.abc.us-east-1.rds.amazonaws.com"

@@ -34,6 +34,7 @@ CREDENTIALS = Credentials(
     redis_password="unused",
     db_owner_password="owner:pass/word@1",
     db_runtime_password="runtime pass#2",
+    metrics_token="unused",
 )
 
 
