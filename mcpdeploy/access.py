@@ -25,13 +25,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import boto3
+import botocore.exceptions
 import typer
 
 from mcpdeploy.console import fail, out, step
 from mcpdeploy.credentials import NAMES, state_dir
 from mcpdeploy.engine import Progress, no_progress
 from mcpdeploy.fleet import AppHost, Fleet, FleetError, lab_fleet
-from mcpdeploy.settings import Settings, SettingsError, load_settings
+from mcpdeploy.settings import PROJECT, Settings, SettingsError, load_settings, project_root
 
 # The service's container on every app host (roles/app CONTAINER).
 CONTAINER = "mcp-service"
@@ -118,7 +120,7 @@ class Rotation:
     """
 
     host: str
-    key_file: Path
+    key_store: str  # where the new key is, in words
     new_prefix: str
     old_prefix: str | None
     old_valid_until: datetime
@@ -297,27 +299,57 @@ def store_key(path: Path, key: str) -> None:
         os.close(directory)
 
 
+class KeyFile:
+    """The API key of a file-backed stack (the lab): root only, replaced atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.where = f"{path} (root only, 0600)"
+
+    def read(self) -> str:
+        if not self.path.is_file():
+            raise AccessError(f"no API key file at {self.path}: deploy the stack first")
+        if not os.access(self.path.parent, os.W_OK):
+            raise AccessError(f"cannot write {self.path.parent} (root only): run as root")
+        return self.path.read_text().strip()
+
+    def write(self, key: str) -> None:
+        store_key(self.path, key)
+
+
+class KeySecret:
+    """The API key of an AWS stack: its Secrets Manager secret (a new version becomes
+    the current one; the hosts' next deploy reads it, clients fetch it from there)."""
+
+    def __init__(self, client: Any, secret_id: str) -> None:
+        self.client = client
+        self.secret_id = secret_id
+        self.where = f"Secrets Manager {secret_id} (its current version)"
+
+    def read(self) -> str:
+        return self.client.get_secret_value(SecretId=self.secret_id)["SecretString"]
+
+    def write(self, key: str) -> None:
+        self.client.put_secret_value(SecretId=self.secret_id, SecretString=key)
+
+
 def rotate_key(
     fleet: Fleet,
     active_color: str,
-    path: Path,
+    store: KeyFile | KeySecret,
     grace_hours: float,
     progress: Progress = no_progress,
 ) -> Rotation:
     """Issue a new deployment key, keep the old one valid ``grace_hours``, store the new one.
 
     The service expires every key named :data:`DEPLOYMENT_KEY_NAME` after the grace period
-    and prints the new key once; it travels back over SSH's stdout into ``path``. Nothing
+    and prints the new key once; it travels back over SSH's stdout into ``store``. Nothing
     on the hosts needs it: their performance check reads the metrics with a token of its
     own (``metrics-token``). The hosts' environment keeps the old key until the next deploy
     writes the new one, harmlessly: the service's provisioning never revives a key it has
     already stored (``provision_env_keys``: insert or shorten only).
     """
-    if not path.is_file():
-        raise AccessError(f"no API key file at {path}: deploy the stack first")
-    if not os.access(path.parent, os.W_OK):
-        raise AccessError(f"cannot write {path.parent} (root only): run as root")
-    old = path.read_text().strip()
+    old = store.read()
     started = datetime.now(UTC)
     progress(f"rotating {DEPLOYMENT_KEY_NAME}; the old key stays valid for {grace_hours:g} h")
     host, stdout = run_service(
@@ -327,10 +359,10 @@ def rotate_key(
         progress,
     )
     key = parse_rotated_key(stdout)
-    store_key(path, key)
+    store.write(key)
     return Rotation(
         host=host,
-        key_file=path,
+        key_store=store.where,
         new_prefix=key[:8],
         old_prefix=old[:8] or None,
         old_valid_until=started + timedelta(hours=grace_hours),
@@ -470,9 +502,6 @@ def set_alb_maintenance(
 # -- the commands ---------------------------------------------------------------------------
 
 
-StackOption = Annotated[
-    str, typer.Option("--stack", "-s", help="Only the lab for now (its hosts over SSH).")
-]
 AnyStackOption = Annotated[
     str,
     typer.Option(
@@ -482,13 +511,6 @@ AnyStackOption = Annotated[
         "outputs: needs the Pulumi CLI and AWS credentials).",
     ),
 ]
-
-
-def _lab(stack: str, by_hand: str) -> tuple[Settings, Fleet]:
-    """The lab's settings and fleet; any other stack is refused with what to do instead."""
-    if stack != "lab":
-        raise fail(f"ops drives the lab's hosts only for now; for {stack}, {by_hand}", 2)
-    return _stack(stack)
 
 
 def _stack(stack: str) -> tuple[Settings, Fleet]:
@@ -510,6 +532,8 @@ def _guarded(action: Callable[[], T]) -> T:
         return action()
     except (AccessError, FleetError) as exc:
         raise fail(str(exc)) from None
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise fail(f"AWS: {exc}") from None
 
 
 def disable_command(stack: AnyStackOption = "lab") -> None:
@@ -608,29 +632,33 @@ def rotate_key_command(
             "0 refuses it within 5 s (a leaked key).",
         ),
     ] = None,
-    stack: StackOption = "lab",
+    stack: AnyStackOption = "lab",
 ) -> None:
     """Issue a new API key; the old one keeps working for the grace period, then is refused.
 
     Runs `mcp-service keys rotate` on a healthy app host and writes the new key, which
-    works at once on every host, over the stack's key file (root only, 0600, atomically).
+    works at once on every host, over the stack's key file (lab: root only, 0600,
+    atomically; AWS: a new current version of its Secrets Manager secret).
     Prints where the key is, never the key. Clients switch within the grace period and
     never see a 401. No deploy is needed: the hosts' performance check uses a metrics
     token of its own, not this key. The next deploy writes the new key into the hosts'
     environment and never brings the old one back.
     """
-    settings, fleet = _lab(
-        stack,
-        "run 'docker exec mcp-service mcp-service keys rotate --name env:current' on one app "
-        "host and store the key it prints where your deploy reads MCP_API_KEY",
-    )
+    settings, fleet = _stack(stack)
     hours = settings.api_key_grace_hours if grace_hours is None else grace_hours
-    path = key_file(stack)
-    rotation = _guarded(lambda: rotate_key(fleet, settings.active_color, path, hours, step))
+    if stack == "lab":
+        store: KeyFile | KeySecret = KeyFile(key_file(stack))
+    else:
+        from mcpdeploy.aws_inventory import stack_region
+
+        region = stack_region(stack, project_root())
+        secret = f"/{PROJECT}/{stack}/{NAMES['api_key']}"
+        store = KeySecret(boto3.client("secretsmanager", region_name=region), secret)
+    rotation = _guarded(lambda: rotate_key(fleet, settings.active_color, store, hours, step))
     until = rotation.old_valid_until.strftime("%Y-%m-%d %H:%M:%S UTC")
     out.print(
         f"new API key (prefix {rotation.new_prefix}, issued on {rotation.host}) is in "
-        f"{rotation.key_file} (root only, 0600); it works now on every app host",
+        f"{rotation.key_store}; it works now on every app host",
         soft_wrap=True,
     )
     out.print(
@@ -660,13 +688,10 @@ def _show(states: list[Maintenance], as_json: bool = False) -> None:
             out.print(f"{s.host}: maintenance off: every route is served")
 
 
-_BY_HAND_FLAG = f"touch (on) or remove (off) {MAINTENANCE_FLAG} on each edge host"
-
-
-def _maintenance(stack: str, on: bool | None, by_hand: str) -> list[Maintenance]:
+def _maintenance(stack: str, on: bool | None) -> list[Maintenance]:
     """Set (``on``) or read (None) maintenance mode: the lab's edges, or an AWS listener."""
     if stack == "lab":
-        settings, fleet = _lab(stack, by_hand)
+        settings, fleet = _stack(stack)
         if on is None:
             return _guarded(lambda: maintenance_status(fleet))
         return _guarded(lambda: set_maintenance(fleet, on, settings.domain, step))
@@ -698,12 +723,12 @@ def maintenance_on(stack: AnyStackOption = "lab") -> None:
     `/health` and `/health/mcp` still reach the active color and say how it really is.
     Undo: `ops maintenance off`.
     """
-    _show(_maintenance(stack, True, _BY_HAND_FLAG))
+    _show(_maintenance(stack, True))
 
 
 def maintenance_off(stack: AnyStackOption = "lab") -> None:
     """Serve MCP and API routes again: removes the edge's flag (lab) or the ALB rule (AWS)."""
-    _show(_maintenance(stack, False, _BY_HAND_FLAG))
+    _show(_maintenance(stack, False))
 
 
 def maintenance_status_command(
@@ -711,7 +736,7 @@ def maintenance_status_command(
     stack: AnyStackOption = "lab",
 ) -> None:
     """Whether each edge host (AWS: the ALB) is in maintenance, since when and set by whom."""
-    _show(_maintenance(stack, None, f"look for {MAINTENANCE_FLAG} on each edge host"), as_json)
+    _show(_maintenance(stack, None), as_json)
 
 
 def register(ops_app: typer.Typer) -> None:

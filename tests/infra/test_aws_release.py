@@ -30,6 +30,7 @@ from mcpdeploy.releaselog import DynamoLog, LockError, ReleaseStore, release_tab
 from mcpdeploy.stackfile import validated
 
 REPOSITORY = "mcpdeploy/prod/mcp-service"
+ROTATED_KEY = "mcp_" + "r0tated" * 8
 DRAIN_SECONDS = 30  # release.drainTimeoutSeconds by default
 STACK = """config:
   aws:region: us-east-1
@@ -59,6 +60,8 @@ class Hosts(Fleet):
             answer = RUNNING.get(host, "")
         elif "keys" in argv and "create" in argv:
             answer = json.dumps({"key": "mcp_gate_secret", "prefix": "mcp_gate"})
+        elif "keys" in argv and "rotate" in argv:
+            answer = json.dumps({"name": "env:current", "key": ROTATED_KEY})
         elif "keys" in argv:
             answer = "{}"
         elif argv[:2] == ["python3", "-c"] and '"tools/list"' in argv[2]:
@@ -492,3 +495,24 @@ def test_maintenance_on_aws_is_a_listener_rule_answering_the_api_only(world, mon
     off = runner.invoke(cli.app, ["ops", "maintenance", "off", "--stack", "prod"])
     assert off.exit_code == 0 and "maintenance off" in off.stdout
     assert [r["IsDefault"] for r in client.describe_rules(ListenerArn=listener)["Rules"]] == [True]
+
+
+def test_rotate_key_on_aws_puts_the_new_key_in_secrets_manager_never_on_screen(world, monkeypatch):
+    from typer.testing import CliRunner
+
+    from mcpdeploy import cli, targets
+
+    secrets = boto3.client("secretsmanager", region_name=REGION)
+    old = "mcp_" + "oldkey" * 10
+    secrets.create_secret(Name="/mcpdeploy/prod/mcp-api-key", SecretString=old)
+    monkeypatch.setattr(targets, "target_for", lambda stack: world.target)
+    result = CliRunner().invoke(
+        cli.app, ["ops", "rotate-key", "--stack", "prod", "--grace-hours", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    current = secrets.get_secret_value(SecretId="/mcpdeploy/prod/mcp-api-key")
+    assert current["SecretString"] == ROTATED_KEY and "AWSCURRENT" in current["VersionStages"]
+    assert "Secrets Manager /mcpdeploy/prod/mcp-api-key" in result.stdout
+    assert ROTATED_KEY not in result.output and old not in result.output
+    (call,) = [c for c in CALLS if "rotate" in c[1]]
+    assert call[0] == "blue1"  # the serving color's first host (Pulumi.prod.yaml: blue)
