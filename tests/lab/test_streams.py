@@ -23,8 +23,8 @@ import pytest
 from release_harness import BIN, current_image, mcpdeploy, restored_lab, run, served, wait_for
 
 from mcpdeploy.fleet import lab_fleet
-from mcpdeploy.releaselog import ReleaseStore
 from mcpdeploy.settings import load_settings
+from mcpdeploy.targets import EdgeTarget
 
 pytestmark = pytest.mark.lab
 MCP = "/api/v1/mcp/"
@@ -175,7 +175,7 @@ def test_a_release_closes_the_old_colors_streams_cleanly_after_the_drain_timeout
         assert drain_timeout - 1 <= lived <= drain_timeout + CLOSE_BOUND_SECONDS, lived
         assert stream.keepalives(switched_at), "the stream went quiet during the drain"
 
-    record = ReleaseStore(lab_fleet()).last(1)[0]
+    record = EdgeTarget(lab_fleet()).store().last(1)[0]
     drained = record["drain"]
     assert (record["kind"], record["outcome"]) == ("release", "kept"), record
     assert drained["cut"] == 0 and drained["still_open"] == 0, drained
