@@ -835,8 +835,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable.")]
 def _fleet(stack: str, verb: str) -> tuple[Fleet, Settings]:
     if stack != "lab":
         raise fail(
-            f"ops {verb} knows the lab's hosts only for now; on {stack}'s hosts use the "
-            f"procedures in docs/operations.md (the same units and mcp-restore run there)",
+            f"ops {verb} knows the lab's hosts only for now. A self-hosted stack: the "
+            "procedures in docs/operations.md (the same units and mcp-restore run there); "
+            "an AWS stack: RDS automated backups and point-in-time recovery, CloudWatch "
+            "alarms (docs/aws.md, 'Day-2 operations on AWS')",
             2,
         )
     try:
