@@ -336,29 +336,6 @@ def test_rollback_refuses_a_color_unhealthy_on_the_alb(world):
     assert world.stack.calls == [] and serving(world) == "blue"
 
 
-def test_a_stale_lock_is_broken_only_when_asked_and_the_break_is_logged(world):
-    store = world.target.store()
-    table = world.target.dynamodb
-    stale = {
-        "token": "old",
-        "user": "ana",
-        "host": "laptop-gone",
-        "pid": 4242,
-        "started": 0.0,
-        "purpose": "release to green",
-    }
-    assert store.backend.create_lock(stale) is None
-    with pytest.raises(LockError, match="it is stale"):
-        store.acquire("release to green", 60)
-    mine = store.acquire("release to green", 60, break_lock=True)
-    assert store.holder() == mine
-    broken = store.last(1)[0]
-    assert broken["kind"] == "break-lock" and broken["broken"]["user"] == "ana"
-    # The old holder's late release removes nothing: the lock is ours now.
-    DynamoLog("prod", table).remove_lock("old")
-    assert store.holder() == mine
-
-
 def test_ecr_pins_by_digest_and_reads_the_scan(world):
     ecr = world.target.ecr
     assert ecr_image(ecr, world.image) == (world.pinned, None)
