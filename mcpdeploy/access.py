@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import boto3
 import botocore.exceptions
@@ -34,6 +34,9 @@ from mcpdeploy.credentials import NAMES, state_dir
 from mcpdeploy.engine import Progress, no_progress
 from mcpdeploy.fleet import AppHost, Fleet, FleetError, lab_fleet
 from mcpdeploy.settings import PROJECT, Settings, SettingsError, load_settings, project_root
+
+if TYPE_CHECKING:
+    from mcpdeploy.aws_target import AwsTarget
 
 # The service's container on every app host (roles/app CONTAINER).
 CONTAINER = "mcp-service"
@@ -515,11 +518,20 @@ AnyStackOption = Annotated[
 
 def _stack(stack: str) -> tuple[Settings, Fleet]:
     """The settings and the hosts of ``stack``: the lab, or an AWS stack (targets.py)."""
+    try:
+        settings = load_settings(stack)
+    except SettingsError as exc:
+        raise fail(f"cannot reach {stack}: {exc}", 2) from None
+    return settings, lab_fleet() if stack == "lab" else _aws_target(stack).fleet
+
+
+def _aws_target(stack: str) -> AwsTarget:
+    """The AWS stack ``stack`` (its outputs, hosts and clients), or one error line."""
     from mcpdeploy.switch import SwitchError
     from mcpdeploy.targets import target_for
 
     try:
-        return load_settings(stack), lab_fleet() if stack == "lab" else target_for(stack).fleet
+        return cast("AwsTarget", target_for(stack))
     except (SettingsError, SwitchError, FleetError) as exc:
         raise fail(f"cannot reach {stack}: {exc}", 2) from None
 
@@ -695,22 +707,11 @@ def _maintenance(stack: str, on: bool | None) -> list[Maintenance]:
         if on is None:
             return _guarded(lambda: maintenance_status(fleet))
         return _guarded(lambda: set_maintenance(fleet, on, settings.domain, step))
-    import botocore.exceptions
-
-    from mcpdeploy.switch import SwitchError
-    from mcpdeploy.targets import target_for
-
-    try:
-        target = target_for(stack)
-    except (SettingsError, SwitchError, FleetError) as exc:
-        raise fail(f"cannot reach {stack}: {exc}", 2) from None
-    listener, elbv2 = target.outputs["httpsListenerArn"], target.elbv2  # type: ignore[attr-defined]
-    try:
-        if on is None:
-            return [alb_maintenance_status(elbv2, listener)]
-        return [set_alb_maintenance(elbv2, listener, on, step)]
-    except (AccessError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
-        raise fail(f"{stack}: the ALB's maintenance rule: {e}") from None
+    target = _aws_target(stack)
+    listener, elbv2 = target.outputs["httpsListenerArn"], target.elbv2
+    if on is None:
+        return [_guarded(lambda: alb_maintenance_status(elbv2, listener))]
+    return [_guarded(lambda: set_alb_maintenance(elbv2, listener, on, step))]
 
 
 def maintenance_on(stack: AnyStackOption = "lab") -> None:
