@@ -34,7 +34,7 @@ from roles.app import PORT as APP_PORT
 from roles.base import base
 from roles.data import data, rds, service_urls
 from roles.docker import docker_engine
-from roles.edge import edge
+from roles.edge import EXTRA_NAMES, edge
 from roles.firewall import firewall, firewall_rules
 from roles.logs import APP_NGINX_LOGS, EDGE_NGINX_LOGS, SERVICE_LOGS, log_collector, log_forwarding
 from roles.maintenance import (
@@ -156,6 +156,10 @@ if host.data.role == "app":
         workers=settings.app.workers,
         stop_timeout_seconds=settings.app.stop_timeout_seconds,
         settings=settings,
+        # The service checks Host and Origin (DNS rebinding): the names the edge answers
+        # to, and where clients call from besides https://<domain> (the lab's port).
+        extra_names=EXTRA_NAMES,
+        client_origins=host.data.get("client_origins") or [],
     )
     app(
         image=image,

@@ -12,14 +12,17 @@ from datetime import UTC, datetime
 import psycopg
 from mcp import Client
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_service import __version__, metrics
 from mcp_service.cache import ResponseCache
@@ -68,11 +71,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     services = Services(pool, ResponseCache(redis), runtime, settings.db_timeout)
     server = build_mcp_server(services)
     security = TransportSecuritySettings(
-        # nginx in front sets Host to the public name; checking it here only matters when
-        # an operator lists the names (MCP_ALLOWED_HOSTS); the API key guards the rest.
-        enable_dns_rebinding_protection=bool(settings.allowed_hosts),
+        # Always on (DNS rebinding): nginx forwards the public name as Host, loopback
+        # callers send 127.0.0.1:<port>; anything else is 421, a foreign Origin 403.
+        enable_dns_rebinding_protection=True,
         allowed_hosts=list(settings.allowed_hosts),
-        allowed_origins=list(settings.cors_origins),
+        allowed_origins=list(dict.fromkeys((*settings.cors_origins, *settings.allowed_origins))),
     )
     mcp_app = server.streamable_http_app(
         streamable_http_path=f"{MCP_PREFIX}/",
@@ -164,9 +167,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     "Content-Type",
                     "Mcp-Session-Id",
                     "Mcp-Protocol-Version",
+                    "Mcp-Method",
+                    "Mcp-Name",
                     "Last-Event-ID",
                 ],
-                expose_headers=["Mcp-Session-Id", "X-Request-ID", "Retry-After"],
+                expose_headers=[
+                    "Mcp-Session-Id",
+                    "X-Request-ID",
+                    "Retry-After",
+                    "WWW-Authenticate",
+                ],
                 max_age=600,
             )
         )
@@ -190,16 +200,37 @@ def create_app(settings: Settings | None = None) -> Starlette:
         settings.stream_retry_ms,
         TransportSecurityMiddleware(security),
     )
+    (sdk_route,) = mcp_app.routes
+    endpoint = McpEndpoint(sdk_route.app, stream)
     routes = [
         Route("/health", health, methods=["GET", "HEAD"]),
         Route("/health/mcp", health_mcp, methods=["GET", "HEAD"]),
         Route(HANDSHAKE_PATH, handshake, methods=["GET", "POST"]),
         Route(METRICS_PATH, metrics_endpoint, methods=["GET"]),
-        # Before the SDK's route for the same path: GET is the stream, POST/DELETE the SDK's.
-        Route(f"{MCP_PREFIX}/", stream.handle, methods=["GET"]),
-        *mcp_app.routes,
+        # Both spellings of the endpoint, the guide's first: no redirect (a client turns a
+        # redirected POST into a GET).
+        Route(MCP_PREFIX, endpoint),
+        Route(f"{MCP_PREFIX}/", endpoint),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+class McpEndpoint:
+    """The MCP endpoint: a GET of a 2025 (session-era) client is our SSE stream
+    (:mod:`mcp_service.streams`); everything else is the SDK's, which answers a
+    2026-07-28 GET with 405 ``Allow: POST`` and DELETE with 405 (stateless)."""
+
+    def __init__(self, sdk: ASGIApp, stream: StreamEndpoint) -> None:
+        self.sdk = sdk
+        self.stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        version = Headers(scope=scope).get("mcp-protocol-version")
+        if scope["method"] in ("GET", "HEAD") and version in (None, *HANDSHAKE_PROTOCOL_VERSIONS):
+            response = await self.stream.handle(Request(scope, receive))
+            await response(scope, receive, send)
+            return
+        await self.sdk(scope, receive, send)
 
 
 async def _check_postgres(services: Services, timeout: float) -> str:

@@ -15,6 +15,10 @@ SECRET_VARIABLES = (
     "MCP_API_KEY_PREVIOUS",
     "MCP_METRICS_TOKEN",
 )
+# The Host values a request may carry when MCP_ALLOWED_HOSTS is unset: loopback only,
+# bare (a proxy's `Host $host`) and with any port (a caller on the published port).
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+DEFAULT_ALLOWED_HOSTS = (*LOOPBACK_HOSTS, *(f"{name}:*" for name in LOOPBACK_HOSTS))
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
 
@@ -51,7 +55,12 @@ class Settings:
     rate_limit_per_day: int = 10000
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     cors_origins: tuple[str, ...] = ()
-    allowed_hosts: tuple[str, ...] = ()
+    # DNS rebinding protection on the MCP endpoint, always on: a Host outside
+    # `allowed_hosts` gets 421, an Origin outside `allowed_origins` and `cors_origins` 403;
+    # a request without Origin (not a browser) passes. `allowed_origins` are origins that
+    # may call without CORS (the service's own, e.g. https://<domain>).
+    allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
+    allowed_origins: tuple[str, ...] = ()
     max_request_bytes: int = 1024 * 1024
     request_timeout: float = 30.0
     shutdown_timeout: int = 25
@@ -99,7 +108,8 @@ class Settings:
             rate_limit_per_day=reader.integer("MCP_RATE_LIMIT_PER_DAY", 10000, 1, 10**9),
             trusted_proxies=reader.networks("MCP_TRUSTED_PROXIES", "127.0.0.1/32"),
             cors_origins=reader.origins("MCP_CORS_ORIGINS"),
-            allowed_hosts=reader.items("MCP_ALLOWED_HOSTS"),
+            allowed_hosts=reader.items("MCP_ALLOWED_HOSTS") or DEFAULT_ALLOWED_HOSTS,
+            allowed_origins=reader.origins("MCP_ALLOWED_ORIGINS"),
             max_request_bytes=reader.integer("MCP_MAX_REQUEST_SIZE", 1024 * 1024, 1024, 64 << 20),
             request_timeout=reader.number("MCP_TIMEOUT_SECONDS", 30.0, 0.1, 3600),
             shutdown_timeout=reader.integer("MCP_SHUTDOWN_TIMEOUT_SECONDS", 25, 0, 3600),

@@ -15,9 +15,15 @@ def lab_groups() -> dict[str, list[HostEntry]]:
     """Groups ``edge``, ``app``, ``app_blue``, ``app_green``, ``data`` of (name, data) pairs.
 
     Each host's data carries what roles and tests need: how to reach it over SSH, its
-    role, color and private address, the stack, and the deploy user's keys.
+    role, color and private address, the stack, the deploy user's keys and the origins
+    the lab's clients call from.
     """
-    lab = Lab(topology(load_settings("lab")))
+    settings = load_settings("lab")
+    lab = Lab(topology(settings))
+    # Clients reach the edge on a port published on the operator machine: the origins a
+    # browser there sends, which the service must accept (its Origin check).
+    port = settings.lab.https_port
+    origins = [f"https://127.0.0.1:{port}", f"https://localhost:{port}"]
     public_key = lab.ssh_key.with_suffix(".pub")
     keys = [public_key.read_text().strip()] if public_key.exists() else []
     groups: dict[str, list[HostEntry]] = {
@@ -43,6 +49,7 @@ def lab_groups() -> dict[str, list[HostEntry]]:
                 "stack": "lab",
                 "deploy_authorized_keys": keys,
                 "credentials": "file",
+                "client_origins": origins,
             },
         )
         groups[host.role].append(entry)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,9 @@ STATE_DIR = "/var/lib/mcp-service"
 # The reference image's user (app_image/Dockerfile): stated again so a root image fails.
 CONTAINER_USER = "10001:10001"
 PORT = 3000
+# Host names the service answers besides the domain: loopback, where this host's nginx,
+# the health and performance checks and the release gates reach it from.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
 def service_environment(
@@ -49,6 +52,8 @@ def service_environment(
     workers: int,
     stop_timeout_seconds: int,
     settings: Any,
+    extra_names: Sequence[str] = (),
+    client_origins: Sequence[str] = (),
 ) -> dict[str, str]:
     """The container's environment (app_image/mcp_service/config.py) from the stack.
 
@@ -56,6 +61,9 @@ def service_environment(
     ``service_urls``; the owner's migration URL is left out: the service never holds it).
     ``trusted_proxy`` is where nginx's connections come from as the container sees them
     (docker0's address); ``settings`` the stack's :class:`~mcpdeploy.settings.Settings`.
+    ``extra_names`` are the other names the load balancer answers to (the edge's), and
+    ``client_origins`` the origins the stack's clients call from besides
+    ``https://<domain>`` (the lab's published port): the service's Host and Origin checks.
     """
     limits = settings.rate_limits
     environment = {
@@ -74,6 +82,10 @@ def service_environment(
         "MCP_RATE_LIMIT_PER_HOUR": str(limits.per_hour),
         "MCP_RATE_LIMIT_PER_DAY": str(limits.per_day),
         "MCP_CORS_ORIGINS": ",".join(str(o).rstrip("/") for o in settings.cors_origins),
+        "MCP_ALLOWED_HOSTS": ",".join(allowed_hosts(settings.domain, extra_names)),
+        "MCP_ALLOWED_ORIGINS": ",".join(
+            dict.fromkeys((f"https://{settings.domain}", *client_origins))
+        ),
         "MCP_MAX_REQUEST_SIZE": str(settings.max_request_bytes),
         "MCP_TIMEOUT_SECONDS": str(settings.timeouts.request_seconds),
         # Drain within docker stop's grace period, with 5 s to spare.
@@ -82,6 +94,13 @@ def service_environment(
         "MCP_STREAM_KEEPALIVE_SECONDS": str(settings.app.stream_keepalive_seconds),
     }
     return {name: value for name, value in environment.items() if value}
+
+
+def allowed_hosts(domain: str, extra_names: Sequence[str] = ()) -> list[str]:
+    """``Host`` values the service accepts (DNS rebinding): each name bare, as nginx's
+    ``Host $host`` forwards it, and as ``name:*``, as a caller on a port sends it."""
+    names = dict.fromkeys((domain, *extra_names, *LOOPBACK_NAMES))
+    return [f"{name}{port}" for name in names for port in ("", ":*")]
 
 
 def env_file_text(environment: Mapping[str, str]) -> str:

@@ -38,6 +38,9 @@ UPSTREAM_CA = "upstream-ca.crt"
 ACTIVE_DIR = "/etc/nginx/mcpdeploy-active"
 MAX_FAILS = 3
 FAIL_TIMEOUT = 10
+# Names the edge answers to besides the domain (a caller on the edge host itself); any
+# other Host gets 421 from its default server.
+EXTRA_NAMES = ("localhost", "127.0.0.1")
 
 
 def render_edge_config(
@@ -47,7 +50,7 @@ def render_edge_config(
     timeouts: Any,
     max_request_bytes: int,
     maintenance_flag: str,
-    extra_names: Sequence[str] = ("localhost", "127.0.0.1"),
+    extra_names: Sequence[str] = EXTRA_NAMES,
     certificate_path: str = f"{TLS_DIR}/server.crt",
     key_path: str = f"{TLS_DIR}/server.key",
     upstream_ca_path: str = f"{TLS_DIR}/{UPSTREAM_CA}",

@@ -140,3 +140,28 @@ def test_bad_app_settings_are_named(key, value):
     }
     with pytest.raises(SettingsError, match=re.escape(f"mcpdeploy:app.{key}")):
         parse_settings(document)
+
+
+def test_environment_names_the_hosts_and_origins_the_service_accepts():
+    env = service_environment(
+        credentials=CREDENTIALS,
+        urls=URLS,
+        trusted_proxy=load_settings("lab").app.docker_bridge.ip,
+        workers=1,
+        stop_timeout_seconds=30,
+        settings=load_settings("lab"),
+        extra_names=("localhost", "127.0.0.1"),
+        client_origins=["https://127.0.0.1:8443"],
+    )
+    hosts = env["MCP_ALLOWED_HOSTS"].split(",")
+    for name in ("mcp.lab.test", "127.0.0.1", "localhost", "[::1]"):
+        assert {name, f"{name}:*"} <= set(hosts), hosts
+    assert len(hosts) == len(set(hosts)) == 8  # the edge's names are loopback ones here
+    assert env["MCP_ALLOWED_ORIGINS"] == "https://mcp.lab.test,https://127.0.0.1:8443"
+
+
+def test_a_stack_without_extra_names_still_answers_its_domain_and_loopback():
+    hosts = environment()["MCP_ALLOWED_HOSTS"].split(",")
+    assert hosts[:2] == ["mcp.lab.test", "mcp.lab.test:*"]
+    assert "127.0.0.1:*" in hosts
+    assert environment()["MCP_ALLOWED_ORIGINS"] == "https://mcp.lab.test"

@@ -63,6 +63,18 @@ def test_rendered_config_passes_nginx_t(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def test_both_spellings_of_the_endpoint_have_the_mcp_limits_and_proxy(tmp_path):
+    config = render(tmp_path)
+    assert nginx_t(tmp_path, config).returncode == 0
+    site = config[SITE_CONF]
+    exact = re.search(r"location = /api/v1/mcp \{([^}]*)\}", site)
+    prefix = re.search(r"location /api/v1/mcp/ \{([^}]*)\}", site)
+    assert exact and prefix, site
+    # The same zone, buffering and proxy settings: nothing answers /api/v1/mcp differently.
+    assert exact[1] == prefix[1]
+    assert "limit_req zone=mcp " in exact[1] and "proxy_pass http://mcp_service;" in exact[1]
+
+
 def test_the_guides_config_mistake_fails_nginx_t(tmp_path):
     """The check can fail: limit_req_zone inside server{} (the guide's version) is refused."""
     config = render(tmp_path)
