@@ -44,6 +44,13 @@ def mcpdeploy(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess[
     return run(str(BIN / "mcpdeploy"), *args, timeout=timeout)
 
 
+def lab_status() -> dict:
+    """What `mcpdeploy lab status --json` tells a client: URL, CA, API key file, SSH."""
+    doc = json.loads(mcpdeploy("lab", "status", "--json").stdout)
+    assert doc["up"] and doc["ca_cert"] and doc["api_key_file"], doc
+    return doc
+
+
 def served() -> tuple[str, int]:
     """(X-MCP-Color, status) of /health/mcp through the edge."""
     settings = load_settings("lab")

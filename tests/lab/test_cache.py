@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from release_harness import tool_call_on
+from release_harness import lab_status, tool_call_on
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,15 +60,7 @@ def settled(returned: float) -> None:
 
 @pytest.fixture(scope="module")
 def lab() -> dict:
-    result = subprocess.run(
-        [str(BIN / "mcpdeploy"), "lab", "status", "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    doc = json.loads(result.stdout)
-    assert doc["up"], doc
-    return doc
+    return lab_status()
 
 
 def on_host(lab: dict, host: str, command: str, stdin: str = "") -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from release_harness import BIN, READY, STACK_FILE, run, served, switched_colors
+from mcp_endpoint import check_endpoint
+from release_harness import BIN, READY, STACK_FILE, lab_status, run, served, switched_colors
 
 from mcpdeploy.lab import STATE_DIR
 from mcpdeploy.settings import load_settings
@@ -25,6 +26,8 @@ def colors():
 
 
 def test_switch_moves_traffic_to_the_other_color_and_back(colors):
+    """While the other color serves, the MCP endpoint checks run on it too (the active
+    color's run in tests/lab/test_endpoint.py): a few seconds, no switch of its own."""
     active, idle = colors
     assert served() == (active, 200)
     for color in (idle, active):
@@ -32,6 +35,8 @@ def test_switch_moves_traffic_to_the_other_color_and_back(colors):
         assert result.returncode == 0, result.stderr
         assert served() == (color, 200)
         assert load_settings("lab").active_color == color
+        if color == idle:
+            assert check_endpoint(lab_status()) == idle
 
 
 def test_switch_to_a_color_that_is_not_ready_is_refused_and_changes_nothing(colors):

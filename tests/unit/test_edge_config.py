@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import getpass
+import http.client
 import json
+import os
 import re
 import shutil
+import socket
+import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -152,3 +158,67 @@ def test_health_is_never_behind_the_maintenance_flag(tmp_path):
     assert others and all(FLAG not in body for body in others)
     # /health and /health/mcp: plain HTTP's own location, and HTTPS's catch-all.
     assert len([body for body in others if "proxy_pass https://mcp_$mcp_color;" in body]) == 2
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def running_edge(tmp_path):
+    """The rendered edge run by a real nginx on two loopback ports (blue active, its
+    upstreams unreachable): (http port, https port, CA file)."""
+    flags = tmp_path / "active"
+    flags.mkdir()
+    (flags / "blue").touch()
+    config = render(tmp_path, active_dir=str(flags))
+    ports = free_port(), free_port()
+    site = config[SITE_CONF]
+    site = site.replace("listen 80", f"listen 127.0.0.1:{ports[0]}")
+    config[SITE_CONF] = site.replace("listen 443", f"listen 127.0.0.1:{ports[1]}")
+    assert nginx_t(tmp_path, config).returncode == 0
+    main = tmp_path / "nginx.conf"
+    # Workers as the test's own user: they read the flag files under the private tmp_path.
+    user = f"user {getpass.getuser()};\n" if os.geteuid() == 0 else ""
+    main.write_text(main.read_text().replace("events", f"daemon off;\n{user}events", 1))
+    process = subprocess.Popen([NGINX, "-c", str(main), "-e", str(tmp_path / "error.log")])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", ports[1])) == 0:
+                break
+        time.sleep(0.05)
+    yield ports[0], ports[1], str(tmp_path / "ca.crt")
+    process.terminate()
+    process.wait(10)
+
+
+def ask(port: int, host: str, path: str, ca: str | None = None) -> tuple[int, dict[str, str]]:
+    if ca:
+        context = ssl.create_default_context(cafile=ca)
+        # By address, as a client of the lab calls: no SNI is sent.
+        connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+    else:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", path, headers={"Host": host})
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}
+
+
+def test_names_the_edge_does_not_serve_get_421_and_its_own_names_pass(running_edge):
+    plain, tls, ca = running_edge
+    for port, cafile in ((plain, None), (tls, ca)):
+        status, headers = ask(port, "evil.example", "/api/v1/mcp", cafile)
+        assert status == 421, (port, status)
+        assert "x-mcp-color" not in headers  # nothing was proxied
+        assert headers["x-content-type-options"] == "nosniff"
+    assert ask(plain, "mcp.lab.test", "/api/v1/mcp")[0] == 301
+    for name in ("mcp.lab.test", "127.0.0.1", "localhost"):
+        # Reaches the blue upstream (unreachable here: 502), whatever name the TLS
+        # handshake was made for.
+        status, headers = ask(tls, name, "/health", ca)
+        assert (status, headers.get("x-mcp-color")) == (502, "blue"), (name, status)
