@@ -169,7 +169,7 @@ def free_port() -> int:
 @pytest.fixture
 def running_edge(tmp_path):
     """The rendered edge run by a real nginx on two loopback ports (blue active, its
-    upstreams unreachable): (http port, https port, CA file)."""
+    upstreams refusing): (http port, https port, CA file)."""
     flags = tmp_path / "active"
     flags.mkdir()
     (flags / "blue").touch()
@@ -177,7 +177,15 @@ def running_edge(tmp_path):
     ports = free_port(), free_port()
     site = config[SITE_CONF]
     site = site.replace("listen 80", f"listen 127.0.0.1:{ports[0]}")
-    config[SITE_CONF] = site.replace("listen 443", f"listen 127.0.0.1:{ports[1]}")
+    site = site.replace("listen 443", f"listen 127.0.0.1:{ports[1]}")
+    # Upstreams that refuse at once (bound, never listening), whatever this machine's
+    # network: a lab host's address may be up, down or unroutable here.
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    refusing = f"127.0.0.1:{closed.getsockname()[1]}"
+    for address in (a for addresses in COLORS.values() for a in addresses):
+        site = site.replace(f"server {address}:443 ", f"server {refusing} ")
+    config[SITE_CONF] = site
     assert nginx_t(tmp_path, config).returncode == 0
     main = tmp_path / "nginx.conf"
     # Workers as the test's own user: they read the flag files under the private tmp_path.
@@ -193,6 +201,7 @@ def running_edge(tmp_path):
     yield ports[0], ports[1], str(tmp_path / "ca.crt")
     process.terminate()
     process.wait(10)
+    closed.close()
 
 
 def ask(port: int, host: str, path: str, ca: str | None = None) -> tuple[int, dict[str, str]]:
