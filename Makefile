@@ -2,6 +2,7 @@
 #   make lab        the local lab: up, deploy every role, verify; prints URL, CA, API key
 #   make test       every test: unit, service, lab (deploy, verify, idempotence)
 #   make test-unit  no Docker, seconds
+#   make test-times where the lab suite's time goes, per file (needs a deployed lab)
 #   make lab-down   remove the lab's containers, network and volumes
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -11,7 +12,7 @@ PYTEST := $(BIN)/pytest
 LAB_SSH := /var/lib/mcpdeploy/lab/ssh_config
 
 .PHONY: bootstrap lab lab-up lab-deploy lab-verify lab-down test test-unit test-service \
-        test-lab lint lock
+        test-lab test-times lint lock
 
 bootstrap:
 	scripts/bootstrap
@@ -45,6 +46,11 @@ test-lab: bootstrap
 	$(PYTEST) tests/hosts tests/e2e tests/lab
 
 test: lint test-unit test-service test-lab
+
+# The lab part of test-lab (not the lifecycle test, not the deploy) against the running
+# lab, with a table of seconds per file. Refuses, naming `make lab`, without a lab.
+test-times: bootstrap
+	$(BIN)/python scripts/test_times.py
 
 lint: bootstrap
 	$(BIN)/ruff check .
