@@ -227,7 +227,7 @@ def test_names_the_edge_does_not_serve_get_421_and_its_own_names_pass(running_ed
         assert headers["x-content-type-options"] == "nosniff"
     assert ask(plain, "mcp.lab.test", "/api/v1/mcp")[0] == 301
     for name in ("mcp.lab.test", "127.0.0.1", "localhost"):
-        # Reaches the blue upstream (unreachable here: 502), whatever name the TLS
+        # Reaches the blue upstream (refusing here: 502), whatever name the TLS
         # handshake was made for.
         status, headers = ask(tls, name, "/health", ca)
         assert (status, headers.get("x-mcp-color")) == (502, "blue"), (name, status)
