@@ -35,7 +35,7 @@ while time.monotonic() < deadline:
         last = f"HTTP {exc.code} {exc.read(300).decode(errors='replace')}"
     except OSError as exc:
         last = str(exc)
-    time.sleep(2)
+    time.sleep(0.5)
 sys.exit(
     f"{host}: {url} did not answer 200 within {timeout} s; last answer: {last}. "
     f"Look at: journalctl -u {unit} -n 50 --no-pager; docker logs --tail 50 {container}"

@@ -1,7 +1,13 @@
-"""Long-lived MCP SSE streams at a switch, through the edge: a release drains the old
-color's streams for ``release.drainTimeoutSeconds``, then has the service end them cleanly
-(complete responses, no reset); new requests and reconnections go to the new color at
-once; and a rollback to the color that was closed serves streams again without a restart.
+"""A release and its rollback in the lab, watched from every side: the release lock,
+the old color left untouched, and long-lived MCP SSE streams at the switch, through the
+edge.
+
+A release holds the lock (a second one is refused), deploys and gates the idle color
+without touching the serving one, and drains the old color's streams for
+``release.drainTimeoutSeconds``, then has the service end them cleanly (complete
+responses, no reset); new requests and reconnections go to the new color at once. A lock
+left by a process that is gone is reported as stale and broken only on request; the
+rollback to the color that was closed serves streams again without a restart.
 
 Starts with blue serving; release_harness.restored_lab puts the stack file back and
 converges every host to it afterwards (blue active, the images as before).
@@ -12,7 +18,9 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import socket
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +28,19 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from release_harness import BIN, current_image, mcpdeploy, restored_lab, run, served, wait_for
+from release_harness import (
+    BIN,
+    ROOT,
+    SSH,
+    current_image,
+    mcpdeploy,
+    restored_lab,
+    run,
+    served,
+    started_at,
+    status,
+    wait_for,
+)
 
 from mcpdeploy.fleet import lab_fleet
 from mcpdeploy.settings import load_settings
@@ -151,9 +171,33 @@ def assert_keeps_alive(stream: Stream, since: float, count: int) -> None:
     assert max(gaps) < period + 2, gaps
 
 
-def test_a_release_closes_the_old_colors_streams_cleanly_after_the_drain_timeout(lab):
+def plant_stale_lock() -> None:
+    """A release lock on the edge held by a process of this machine that is gone."""
+    stale = {
+        "token": "stale",
+        "user": "someone",
+        "host": socket.gethostname(),
+        "pid": 2**22 + 4242,
+        "started": time.time() - 30,
+        "purpose": "release to blue",
+    }
+    planted = run(
+        *SSH,
+        "edge",
+        "install -d -m 700 /var/lib/mcpdeploy/releases && "
+        f"echo '{json.dumps(stale)}' > /var/lib/mcpdeploy/releases/lock.json",
+    )
+    assert planted.returncode == 0, planted.stderr
+
+
+def test_a_release_and_its_rollback_hold_the_lock_spare_the_old_color_and_close_streams(lab):
+    """One release and one rollback, observed together (before, the release and rollback
+    test of tests/lab/test_release.py had its own pair): about 110 s of lab time, most of
+    it the release (deploy, gates, switch, drain, watch)."""
     settings = load_settings("lab")
     drain_timeout = settings.release.drain_timeout_seconds
+    image = current_image()
+    blue_started = started_at("app-blue")
     key = key_of(lab)
     streams = [Stream(lab, key) for _ in range(2)]
     for stream in streams:
@@ -163,15 +207,44 @@ def test_a_release_closes_the_old_colors_streams_cleanly_after_the_drain_timeout
         assert "retry: " in stream.text()
 
     watch = ColorWatch()
+    release = subprocess.Popen(
+        [str(BIN / "mcpdeploy"), "release", "--image", image],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        released = mcpdeploy("release", "--image", current_image())
+        # The release holds the lock: a second one is refused, naming the holder.
+        assert wait_for(lambda: status()["lock"] is not None, 120, 1), "no lock was taken"
+        second = mcpdeploy("release", "--image", image)
+        assert second.returncode == 1
+        assert "locked by" in second.stderr and "release to green" in second.stderr
     finally:
+        out, progress = release.communicate(timeout=1200)
         watch.finish()
-    assert released.returncode == 0, released.stderr[-3000:]
+    assert release.returncode == 0, progress[-3000:]
+    for step in (
+        "deploying app-green",
+        "pass readiness",
+        "pass handshake",
+        "pass tools/list",
+        "pass testinfra",
+        "watching green",
+        "released: green serves",
+    ):
+        assert step in progress, progress
     switched_at = watch.first("green")
     assert switched_at is not None, watch.seen
     # New requests go to the new color at once: blue never answers again after the switch.
     assert watch.after(switched_at) == {"green"}, watch.seen
+    assert served() == ("green", 200)
+    doc = status()
+    assert doc["active_color"] == "green"
+    assert doc["images"]["green"] == image
+    assert {h["color"]: h["image"] for h in doc["hosts"]}["green"] == image
+    # The old color was never touched: same container, still ready for a rollback.
+    assert started_at("app-blue") == blue_started
 
     for stream in streams:
         assert stream.ended == "complete", (stream.ended, stream.text()[-500:])
@@ -184,23 +257,33 @@ def test_a_release_closes_the_old_colors_streams_cleanly_after_the_drain_timeout
 
     record = EdgeTarget(lab_fleet()).store().last(1)[0]
     drained = record["drain"]
-    assert (record["kind"], record["outcome"]) == ("release", "kept"), record
+    assert (record["kind"], record["outcome"], record["to_color"]) == ("release", "kept", "green")
     assert drained["cut"] == 0 and drained["still_open"] == 0, drained
     assert drained["closed"] >= 2, drained
     assert (drained["streams_at_switch"], drained["streams_closed"]) == (2, 2), drained
     assert drained["streams_cut"] == 0, drained
-    assert re.search(r"\d+ closed", released.stderr + released.stdout), released.stderr
+    assert re.search(r"\d+ closed", progress + out), progress
 
     # A client reconnects as the retry hint says: to green, which keeps it open.
     again = Stream(lab, key)
     assert (again.status, again.color) == (200, "green")
+
+    # A lock left by a process that is gone is stale: reported, then broken on request.
+    plant_stale_lock()
+    refused = mcpdeploy("rollback")
+    assert refused.returncode == 1 and "stale" in refused.stderr, refused.stderr
+    assert served() == ("green", 200)
+    assert again.ended is None, again.text()[-500:]
     # Back to blue, whose streams were closed at the switch: green's stream is closed
     # cleanly the same way, and blue serves streams again without a restart.
-    back = mcpdeploy("rollback")
+    back = mcpdeploy("rollback", "--break-lock")
     assert back.returncode == 0, back.stderr[-3000:]
     assert wait_for(lambda: again.ended is not None, CLOSE_BOUND_SECONDS), again.text()
     assert again.ended == "complete" and again.last_comment() == CLOSED, again.text()[-500:]
     assert served() == ("blue", 200)
+    kinds = [(r["kind"], r["outcome"]) for r in status()["releases"][-2:]]
+    assert kinds[0][0] == "break-lock" and kinds[1] == ("rollback", "kept")
+    assert started_at("app-blue") == blue_started
     on_blue = Stream(lab, key)
     assert (on_blue.status, on_blue.color) == (200, "blue")
     assert_keeps_alive(on_blue, first_line_at(on_blue), 2)
