@@ -10,9 +10,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST := $(BIN)/pytest
 LAB_SSH := /var/lib/mcpdeploy/lab/ssh_config
+UNIT_TESTS := tests/unit tests/infra tests/policies
+SERVICE_TESTS := app_image/tests
+LAB_TESTS := tests/hosts tests/e2e tests/lab
 
-.PHONY: bootstrap lab lab-up lab-deploy lab-verify lab-down test test-unit test-service \
-        test-lab test-times lint lock
+.PHONY: bootstrap lab lab-up lab-deploy lab-verify lab-down lab-fresh test test-unit \
+        test-service test-offline test-lab test-times lint lock
 
 bootstrap:
 	scripts/bootstrap
@@ -33,19 +36,33 @@ lab-down: bootstrap
 	$(BIN)/mcpdeploy lab down
 
 test-unit: bootstrap
-	$(PYTEST) tests/unit tests/infra tests/policies
+	$(PYTEST) $(UNIT_TESTS)
 
 test-service: bootstrap
-	$(PYTEST) app_image/tests
+	$(PYTEST) $(SERVICE_TESTS)
 
-# The lab suite: the lifecycle test takes the lab down and up (a fresh lab), then the
-# roles are deployed, verified over SSH, and deployed again to prove nothing changes.
-test-lab: bootstrap
+# A fresh lab, deployed: the lifecycle test takes the lab down and up, then every role
+# is deployed.
+lab-fresh: bootstrap
 	$(PYTEST) tests/lifecycle
 	$(BIN)/pyinfra -y hosts/lab.py deploy.py
-	$(PYTEST) tests/hosts tests/e2e tests/lab
 
-test: lint test-unit test-service test-lab
+# The lab suite: a fresh lab, its roles verified over SSH and deployed again to prove
+# nothing changes, releases, switches, faults.
+test-lab: lab-fresh
+	$(PYTEST) $(LAB_TESTS)
+
+# The unit and service tests, one after the other.
+test-offline: bootstrap
+	$(PYTEST) $(UNIT_TESTS)
+	$(PYTEST) $(SERVICE_TESTS)
+
+# Everything. The unit and service tests run beside the fresh lab's setup (two jobs, the
+# deploy mostly waits on its hosts; -O prints each job's output whole once it ends), then
+# the lab suite runs alone: its load and timing tests do not share the CPU.
+test: lint
+	$(MAKE) --no-print-directory -j2 -O test-offline lab-fresh
+	$(PYTEST) $(LAB_TESTS)
 
 # The lab part of test-lab (not the lifecycle test, not the deploy) against the running
 # lab, with a table of seconds per file. Refuses, naming `make lab`, without a lab.

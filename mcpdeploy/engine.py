@@ -7,17 +7,20 @@ missing, and each failure says what to do next.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
 from docker.errors import DockerException
 
 DOCKERD_LOG = Path("/var/log/mcpdeploy-dockerd.log")
+START_LOCK = Path("/run/mcpdeploy-dockerd.lock")
 TOOLS = {"dockerd": "docker.io", "debootstrap": "debootstrap"}
 MIN_FREE_GIB = 3
 
@@ -70,11 +73,26 @@ def _which(tool: str) -> str | None:
     return shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin:/usr/bin")
 
 
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Other processes wait while this one holds the lock file ``path``, in a directory
+    that exists (released when the process ends, however it ends)."""
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def docker_client(progress: Progress = no_progress, timeout: float = 60) -> docker.DockerClient:
-    """A client for a running engine, starting ``dockerd`` when none answers."""
+    """A client for a running engine, starting ``dockerd`` when none answers (one process
+    at a time: `make test` runs the service tests and the lab's setup at once)."""
     client = _ping()
     if client is not None:
         return client
+    with exclusive(START_LOCK):
+        return _ping() or _start(progress, timeout)
+
+
+def _start(progress: Progress, timeout: float) -> docker.DockerClient:
     progress("starting the Docker engine")
     if Path("/run/systemd/system").is_dir():
         subprocess.run(["systemctl", "start", "docker"], check=False, capture_output=True)

@@ -8,7 +8,6 @@ reuses it and a change of package list builds a new one.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import platform
@@ -25,7 +24,14 @@ from pathlib import Path
 
 from docker.errors import BuildError, ImageNotFound
 
-from mcpdeploy.engine import EngineError, Progress, docker_client, no_progress, require_free_space
+from mcpdeploy.engine import (
+    EngineError,
+    Progress,
+    docker_client,
+    exclusive,
+    no_progress,
+    require_free_space,
+)
 
 CACHE = Path("/var/cache/mcpdeploy")
 SUITE = "bookworm"
@@ -163,23 +169,29 @@ def fetch_app_wheels(progress: Progress = no_progress) -> Path:
 
 
 def build_app_image(tag: str = "mcpdeploy/app:dev", progress: Progress = no_progress) -> str:
-    """Build ``app_image/`` on the debootstrap base, from pinned wheels, and tag it ``tag``."""
-    base = app_base_image(progress)
-    fetch_app_wheels(progress)
-    client = docker_client(progress)
-    progress(f"building {tag} from {APP_IMAGE_DIR}")
-    try:
-        client.images.build(
-            path=str(APP_IMAGE_DIR),
-            tag=tag,
-            buildargs={"BASE_IMAGE": base},
-            rm=True,
-            pull=False,
-        )
-    except BuildError as exc:
-        lines = [str(chunk.get("stream") or chunk.get("error") or "") for chunk in exc.build_log]
-        tail = " / ".join(line.strip() for line in lines if line.strip())[-600:]
-        raise ImageError(f"docker build of {APP_IMAGE_DIR} failed: {tail}") from None
+    """Build ``app_image/`` on the debootstrap base, from pinned wheels, and tag it ``tag``.
+
+    One build at a time on this machine (a lock file): `make test` builds in the service
+    tests and the lab deploy at once, and two ``pip download`` runs into one wheels
+    directory, or two debootstraps of one base, would race."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with exclusive(CACHE / "image-build.lock"):
+        base = app_base_image(progress)
+        fetch_app_wheels(progress)
+        client = docker_client(progress)
+        progress(f"building {tag} from {APP_IMAGE_DIR}")
+        try:
+            client.images.build(
+                path=str(APP_IMAGE_DIR),
+                tag=tag,
+                buildargs={"BASE_IMAGE": base},
+                rm=True,
+                pull=False,
+            )
+        except BuildError as exc:
+            lines = [str(c.get("stream") or c.get("error") or "") for c in exc.build_log]
+            tail = " / ".join(line.strip() for line in lines if line.strip())[-600:]
+            raise ImageError(f"docker build of {APP_IMAGE_DIR} failed: {tail}") from None
     return tag
 
 
@@ -241,11 +253,9 @@ def _one_push_at_a_time() -> Iterator[None]:
     """This process's callers one by one, then other processes (a lock file)."""
     from mcpdeploy.lab.topology import STATE_DIR
 
-    with _PUSH_LOCK:
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
-        with open(STATE_DIR / "image-push.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with _PUSH_LOCK, exclusive(STATE_DIR / "image-push.lock"):
+        yield
 
 
 def _build_and_push(repository: str, tag: str, source_tag: str, progress: Progress) -> None:

@@ -67,3 +67,33 @@ def test_a_tag_the_registry_lacks_is_never_built_under_that_name(tmp_path, monke
     monkeypatch.setattr(images, "_lab_manifest_digest", registry.digest)
     with pytest.raises(images.ImageError, match="has no mcpdeploy/app:v9: push it"):
         images.release_image(f"{REFERENCE}:v9")
+
+
+_HOLD = """
+import sys, time
+from pathlib import Path
+from mcpdeploy.engine import exclusive
+with exclusive(Path(sys.argv[1])):
+    print(f"in {time.monotonic()}", flush=True)
+    time.sleep(0.3)
+    print(f"out {time.monotonic()}", flush=True)
+"""
+
+
+def test_builds_in_two_processes_take_turns(tmp_path):
+    """`make test` builds the service image in the service tests and the lab deploy at
+    once: the build lock lets one process in at a time (pip download and debootstrap
+    into shared directories would race)."""
+    import subprocess
+    import sys
+
+    lock = tmp_path / "image-build.lock"
+    argv = [sys.executable, "-c", _HOLD, str(lock)]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    spans = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=30)
+        marks = dict(line.split() for line in out.splitlines())
+        spans.append((float(marks["in"]), float(marks["out"])))
+    first, second = sorted(spans)
+    assert first[1] <= second[0], spans
