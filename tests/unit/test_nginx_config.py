@@ -75,6 +75,22 @@ def test_both_spellings_of_the_endpoint_have_the_mcp_limits_and_proxy(tmp_path):
     assert "limit_req zone=mcp " in exact[1] and "proxy_pass http://mcp_service;" in exact[1]
 
 
+def test_idle_upstream_connections_close_before_the_service_closes_them(tmp_path):
+    """A request on a kept-alive connection the service is closing fails with a 502 (a
+    release under load saw one): nginx must give up idle connections first."""
+    config = render(tmp_path)
+    assert nginx_t(tmp_path, config).returncode == 0
+    upstream = re.search(r"upstream mcp_service \{([^}]*)\}", config[HTTP_CONF])
+    assert upstream, config[HTTP_CONF]
+    ours = re.search(r"keepalive_timeout (\d+)s;", upstream[1])
+    service = re.search(
+        r'"timeout_keep_alive": (\d+)',
+        (Path(__file__).parents[2] / "app_image/mcp_service/cli.py").read_text(),
+    )
+    assert ours and service, upstream[1]
+    assert int(ours[1]) < int(service[1])
+
+
 def test_the_guides_config_mistake_fails_nginx_t(tmp_path):
     """The check can fail: limit_req_zone inside server{} (the guide's version) is refused."""
     config = render(tmp_path)
