@@ -1,6 +1,6 @@
 """`mcpdeploy release` in the lab: the faults a release must survive, and the expand and
 contract of the database schema. (A release and its rollback seen whole, with the lock and
-open streams: tests/lab/test_streams.py.)
+open streams, under load: tests/lab/test_zero_downtime.py.)
 
 Each test starts with blue serving and leaves it so (release_harness.restored_lab): the
 stack file is put back and every host converged to it, whatever happened.
