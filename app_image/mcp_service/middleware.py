@@ -97,6 +97,13 @@ async def send_response(send: Send, response: tuple[int, bytes, list[tuple[bytes
     await send({"type": "http.response.body", "body": body})
 
 
+def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(
+        name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+        for name, value in headers
+    )
+
+
 class ObservabilityMiddleware:
     """Assign a request id, then log one JSON access line and record metrics per request."""
 
@@ -117,12 +124,15 @@ class ObservabilityMiddleware:
         scope.setdefault("state", {})["client_ip"] = ip
         status = 500
         started = time.perf_counter()
+        answered: float | None = None  # when a GET's event stream started, if it was one
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
+                if scope["method"] == "GET" and _is_event_stream(message["headers"]):
+                    answered = time.perf_counter()
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
@@ -132,7 +142,10 @@ class ObservabilityMiddleware:
             elapsed = time.perf_counter() - started
             route = route_label(scope["path"])
             metrics.REQUESTS.labels(route=route, method=scope["method"], status=str(status)).inc()
-            metrics.LATENCY.labels(route=route).observe(elapsed)
+            # An SSE stream lives as long as its client keeps it: its latency is the time
+            # to its first byte, or every stream would count as a slow response.
+            latency = answered - started if answered is not None else elapsed
+            metrics.LATENCY.labels(route=route).observe(latency)
             log.info(
                 "request",
                 extra={
