@@ -50,6 +50,17 @@ def mcpdeploy(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess[
     return run(str(BIN / "mcpdeploy"), *args, timeout=timeout)
 
 
+def release_in_background(image: str) -> subprocess.Popen[str]:
+    """``mcpdeploy release --image IMAGE`` started, its output piped, not waited for."""
+    return subprocess.Popen(
+        [str(BIN / "mcpdeploy"), "release", "--image", image],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def lab_status() -> dict:
     """What `mcpdeploy lab status --json` tells a client: URL, CA, API key file, SSH."""
     doc = json.loads(mcpdeploy("lab", "status", "--json").stdout)

@@ -8,19 +8,17 @@ stack file is put back and every host converged to it, whatever happened.
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
 from release_harness import (
-    BIN,
-    ROOT,
     SSH,
     STACK_FILE,
     current_image,
     mcpdeploy,
     posts_columns,
     psql,
+    release_in_background,
     restored_lab,
     run,
     served,
@@ -40,16 +38,6 @@ pytestmark = pytest.mark.lab
 @pytest.fixture
 def lab():
     yield from restored_lab()
-
-
-def release_in_background(image: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(BIN / "mcpdeploy"), "release", "--image", image],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def test_an_image_that_never_becomes_ready_is_not_switched_to(lab):

@@ -24,7 +24,6 @@ import json
 import re
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -34,10 +33,10 @@ import httpx2
 import pytest
 from release_harness import (
     BIN,
-    ROOT,
     SSH,
     current_image,
     mcpdeploy,
+    release_in_background,
     restored_lab,
     run,
     served,
@@ -247,13 +246,7 @@ def test_a_release_and_its_rollback_under_load_fail_no_request_and_close_streams
         keep_loading(load, STEADY)
         watch = ColorWatch()
         began = load.clock()
-        release = subprocess.Popen(
-            [str(BIN / "mcpdeploy"), "release", "--image", image],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        release = release_in_background(image)
         try:
             # The release holds the lock: a second one is refused, naming the holder.
             assert wait_for(lambda: status()["lock"] is not None, 120, 1), "no lock was taken"
