@@ -13,6 +13,7 @@ import json
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,15 +51,50 @@ def mcpdeploy(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess[
     return run(str(BIN / "mcpdeploy"), *args, timeout=timeout)
 
 
-def release_in_background(image: str) -> subprocess.Popen[str]:
-    """``mcpdeploy release --image IMAGE`` started, its output piped, not waited for."""
-    return subprocess.Popen(
-        [str(BIN / "mcpdeploy"), "release", "--image", image],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+class BackgroundRelease:
+    """``mcpdeploy release --image IMAGE`` running: its progress (stderr) is read on a
+    thread as it comes, each line with the time it arrived (``time.monotonic()``), so a
+    test can place what it observes between two steps of the release."""
+
+    def __init__(self, image: str) -> None:
+        self.process = subprocess.Popen(
+            [str(BIN / "mcpdeploy"), "release", "--image", image],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[tuple[float, str]] = []
+        self._out: list[str] = []
+        assert self.process.stdout is not None and self.process.stderr is not None
+        self._readers = [
+            threading.Thread(target=self._read_progress, args=(self.process.stderr,)),
+            threading.Thread(target=self._out.extend, args=(self.process.stdout,)),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read_progress(self, stream: io.TextIOBase) -> None:
+        for line in stream:
+            self.lines.append((time.monotonic(), line))
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def line_at(self, text: str) -> float | None:
+        """When the first progress line containing ``text`` arrived; None if none has."""
+        return next((at for at, line in list(self.lines) if text in line), None)
+
+    def communicate(self, timeout: float) -> tuple[str, str]:
+        """Wait for the release to end: (stdout, all of its progress)."""
+        self.process.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=30)
+        return "".join(self._out), "".join(line for _, line in self.lines)
 
 
 def lab_status() -> dict:

@@ -14,11 +14,11 @@ import pytest
 from release_harness import (
     SSH,
     STACK_FILE,
+    BackgroundRelease,
     current_image,
     mcpdeploy,
     posts_columns,
     psql,
-    release_in_background,
     restored_lab,
     run,
     served,
@@ -77,11 +77,11 @@ def test_the_database_unreachable_from_the_idle_color_stops_the_release(lab):
 
 
 def test_a_release_that_fails_the_watch_window_switches_back(lab):
-    proc = release_in_background(current_image())
+    proc = BackgroundRelease(current_image())
     try:
         switched = wait_for(lambda: proc.poll() is not None or served()[0] == "green", 900, 1)
         if proc.poll() is not None:
-            pytest.fail(f"the release ended before it switched: {proc.communicate()[1]}")
+            pytest.fail(f"the release ended before it switched: {proc.communicate(60)[1]}")
         assert switched, "the release never switched"
         # Errors from now on: green's service goes away while the watch runs.
         assert run(*SSH, "app-green", "systemctl stop mcp-service").returncode == 0
@@ -118,13 +118,13 @@ def test_a_host_gone_mid_deploy_stops_the_release_and_the_next_expands_then_cont
     image = variant_image(f"migrations-{version}", f"USER root\nRUN {script}\nUSER 10001:10001")
 
     client = docker_client()
-    proc = release_in_background(image)
+    proc = BackgroundRelease(image)
     try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if "deploying app-green" in line:
-                client.containers.get(f"{PREFIX}app-green").stop(timeout=1)
-                break
+        deploying = wait_for(
+            lambda: proc.poll() is not None or proc.line_at("deploying app-green"), 900, 0.2
+        )
+        assert deploying and proc.line_at("deploying app-green"), proc.communicate(60)[1]
+        client.containers.get(f"{PREFIX}app-green").stop(timeout=1)
     finally:
         _, progress = proc.communicate(timeout=900)
     assert proc.returncode == 1
