@@ -10,10 +10,9 @@ import functools
 import json
 
 from pydantic import HttpUrl
-from pyinfra import host, inventory
+from pyinfra import host, inventory, local
 from pyinfra.operations import files
 
-from mcpdeploy.access import MAINTENANCE_FLAG
 from mcpdeploy.credentials import (
     DATABASE,
     OWNER_ROLE,
@@ -26,7 +25,7 @@ from mcpdeploy.credentials import (
 )
 from mcpdeploy.images import release_image
 from mcpdeploy.lab.topology import REGISTRY_NAME, REGISTRY_PORT
-from mcpdeploy.settings import COLORS, load_settings
+from mcpdeploy.settings import load_settings
 from mcpdeploy.switch import other_color
 from roles.app import CONTAINER as APP_CONTAINER
 from roles.app import CONTAINER_CA_FILE, app, service_environment
@@ -34,7 +33,7 @@ from roles.app import PORT as APP_PORT
 from roles.base import base
 from roles.data import data, rds, service_urls
 from roles.docker import docker_engine
-from roles.edge import EXTRA_NAMES, edge
+from roles.edge import EXTRA_NAMES
 from roles.firewall import firewall, firewall_rules
 from roles.logs import APP_NGINX_LOGS, EDGE_NGINX_LOGS, SERVICE_LOGS, log_collector, log_forwarding
 from roles.maintenance import (
@@ -190,27 +189,9 @@ if host.data.role == "app":
     )
 
 # Edge hosts: the load balancer in front of both colors (lab and self-hosted; the ALB on AWS).
+# Its own entry point too: a switch runs it alone (deploy_edge.py).
 if host.data.role == "edge":
-    edge_tls = host_tls(
-        host.data.stack,
-        host.data.credentials,
-        host.name,
-        [settings.domain, "localhost", "127.0.0.1", host.name, host.data.address],
-    )
-    edge(
-        certificate_pem=edge_tls.certificate,
-        key_pem=edge_tls.key,
-        upstream_ca_pem=edge_tls.ca,
-        domain=settings.domain,
-        active_color=settings.active_color,
-        colors={
-            color: [app.data.address for app in inventory.get_group(f"app_{color}", [])]
-            for color in COLORS
-        },
-        timeouts=settings.timeouts,
-        max_request_bytes=settings.max_request_bytes,
-        maintenance_flag=MAINTENANCE_FLAG,
-    )
+    local.include("deploy_edge.py")
 
 # Maintenance: the guide's Maintenance Procedures as hardened systemd timers on every host
 # (roles/maintenance, docs/maintenance.md). On AWS, RDS backups and CloudWatch alarms do the

@@ -183,12 +183,13 @@ def switch_command(
     """Serve the other color, checked first; on any failure the old color keeps serving.
 
     The lab (and stacks with an edge): the new color's hosts must answer /health/mcp with
-    200 as the edge sees them; then activeColor is set in Pulumi.STACK.yaml and the edge
-    deployed (it moves the flag file its nginx reads per request: no reload, no dropped
-    connection). AWS: every host of the new color must be healthy in its ALB target
-    group; then activeColor is set and `pulumi up` run (Automation API), the listener
-    checked, and the old color put back if anything fails. No drain, watch or lock: that
-    is what `mcpdeploy release` and `rollback` add.
+    200 as the edge sees them; then activeColor is set in Pulumi.STACK.yaml and the edge's
+    part of the deploy run, deploy_edge.py (it moves the flag file its nginx reads per
+    request: no reload, no dropped connection; the rest of the edge is deploy.py's).
+    AWS: every host of the new color must be healthy in its ALB target group; then
+    activeColor is set and `pulumi up` run (Automation API), the listener checked, and
+    the old color put back if anything fails. No drain, watch or lock: that is what
+    `mcpdeploy release` and `rollback` add.
     """
     if to not in COLORS:
         raise fail(f"--to {to!r}: blue or green", 2)

@@ -2,9 +2,10 @@
 
 A switch is the same edit everywhere: ``activeColor`` in ``Pulumi.<stack>.yaml``. Here it
 is guarded: the new color's hosts must answer ``/health/mcp`` with 200 as the edge sees
-them, the edited file must validate, and the edge deploy must succeed (it moves the flag
-file the edge's nginx reads per request: no reload, no dropped connection; roles/edge),
-or the file is put back and the active color stays as it was.
+them, the edited file must validate, and the edge's own deploy must succeed
+(deploy_edge.py: it moves the flag file the edge's nginx reads per request, no reload and
+no dropped connection, roles/edge; and it brings the site's upstreams up to date), or the
+file is put back and the active color stays as it was.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ def other_color(color: str) -> str:
     return COLORS[1 - COLORS.index(color)]  # type: ignore[arg-type]
 
 
-def pyinfra(fleet: Fleet, limit: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    """``pyinfra -y --limit LIMIT <inventory> deploy.py`` from the project root (with
+def pyinfra(
+    fleet: Fleet, limit: str, timeout: float = 900, deploy: str = "deploy.py"
+) -> subprocess.CompletedProcess[str]:
+    """``pyinfra -y --limit LIMIT <inventory> DEPLOY`` from the project root (with
     ``MCPDEPLOY_STACK``: an inventory such as hosts/aws.py serves any stack)."""
     return subprocess.run(
         [
@@ -39,7 +42,7 @@ def pyinfra(fleet: Fleet, limit: str, timeout: float = 900) -> subprocess.Comple
             "--limit",
             limit,
             fleet.inventory,
-            "deploy.py",
+            deploy,
         ],
         cwd=project_root(),
         env={**os.environ, "MCPDEPLOY_STACK": fleet.stack},
@@ -68,7 +71,8 @@ def ready_failures(fleet: Fleet, domain: str, color: str) -> dict[str, int | str
 
 
 def apply_edge(fleet: Fleet, path: Path, original: str, new_text: str) -> Settings:
-    """Write ``new_text`` to ``path`` and deploy the edge; restore ``original`` on failure."""
+    """Write ``new_text`` to ``path`` and run the edge's deploy (deploy_edge.py); restore
+    ``original`` on failure."""
     try:
         settings = validated(new_text, path.name)
     except StackFileError as exc:
@@ -76,7 +80,7 @@ def apply_edge(fleet: Fleet, path: Path, original: str, new_text: str) -> Settin
     write_atomically(path, new_text)
     edges = ",".join(h.name for h in fleet.role("edge"))
     try:
-        deploy = pyinfra(fleet, edges)
+        deploy = pyinfra(fleet, edges, deploy="deploy_edge.py")
     except BaseException:
         write_atomically(path, original)
         raise

@@ -11,7 +11,7 @@ image               the lab registry (built when missing)       ECR, pinned by d
 readiness           ``/health/mcp`` as the edge reaches a host  the ALB's target health
 service gates       run on the edge against each host           run on each host, on loopback
 testinfra gate      tests/hosts on the idle hosts               not run (the suite is the lab's)
-switch              ``activeColor`` + edge deploy (flag file)   ``activeColor`` + ``pulumi up``
+switch              ``activeColor`` + deploy_edge.py (flag)     ``activeColor`` + ``pulumi up``
 drain               the edge's connections to the old color     the old hosts' inbound :443
 watch               the edge's access log                       CloudWatch, per target group
 ==================  ==========================================  ===============================

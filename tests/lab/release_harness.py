@@ -156,13 +156,15 @@ def restore(original: str) -> None:
 
 def switched_colors() -> Iterator[tuple[str, str]]:
     """Fixture body for tests that switch: yields (active, idle); afterwards the stack
-    file is put back and, if it had changed, the edge deployed to it again."""
+    file is put back and, if it had changed, the edge's part of the deploy run again."""
     original = STACK_FILE.read_text()
     active = load_settings("lab").active_color
     yield active, "green" if active == "blue" else "blue"
     if STACK_FILE.read_text() != original:
         STACK_FILE.write_text(original)
-        result = run(str(BIN / "pyinfra"), "-y", "--limit", "edge", "hosts/lab.py", "deploy.py")
+        result = run(
+            str(BIN / "pyinfra"), "-y", "--limit", "edge", "hosts/lab.py", "deploy_edge.py"
+        )
         assert result.returncode == 0, result.stdout[-2000:]
 
 

@@ -11,10 +11,20 @@ import json
 
 import pytest
 from mcp_endpoint import check_endpoint
-from release_harness import BIN, READY, STACK_FILE, lab_status, run, served, switched_colors
+from release_harness import (
+    BIN,
+    READY,
+    SSH,
+    STACK_FILE,
+    lab_status,
+    run,
+    served,
+    switched_colors,
+)
 
 from mcpdeploy.lab import STATE_DIR
 from mcpdeploy.settings import load_settings
+from roles.edge import SITE_CONF as SITE
 
 pytestmark = pytest.mark.lab
 
@@ -30,13 +40,27 @@ def test_switch_moves_traffic_to_the_other_color_and_back(colors):
     color's run in tests/lab/test_endpoint.py): a few seconds, no switch of its own."""
     active, idle = colors
     assert served() == (active, 200)
-    for color in (idle, active):
-        result = run(str(BIN / "mcpdeploy"), "switch", "--to", color)
-        assert result.returncode == 0, result.stderr
-        assert served() == (color, 200)
-        assert load_settings("lab").active_color == color
-        if color == idle:
-            assert check_endpoint(lab_status()) == idle
+    # A switch runs the edge's own deploy (deploy_edge.py), not deploy.py: it moves the flag
+    # and brings the nginx site (both colors' upstreams) back to the stack's, and nothing
+    # else. A drifted site and a drifted maintenance unit show which part ran.
+    drift = "# drifted by test_switch"
+    unit = "/etc/systemd/system/mcp-health-check.timer"
+    for path in (SITE, unit):
+        assert run(*SSH, "edge", f"echo '{drift}' >> {path}").returncode == 0
+    try:
+        for color in (idle, active):
+            result = run(str(BIN / "mcpdeploy"), "switch", "--to", color)
+            assert result.returncode == 0, result.stderr
+            if color == idle:
+                assert drift not in run(*SSH, "edge", "nginx", "-T").stdout
+                assert drift in run(*SSH, "edge", "cat", unit).stdout
+            assert served() == (color, 200)
+            assert load_settings("lab").active_color == color
+            if color == idle:
+                assert check_endpoint(lab_status()) == idle
+    finally:
+        for path in (SITE, unit):  # the unit as deploy.py left it; the site if a switch failed
+            run(*SSH, "edge", f"sed -i '/{drift}/d' {path}")
 
 
 def test_switch_to_a_color_that_is_not_ready_is_refused_and_changes_nothing(colors):
