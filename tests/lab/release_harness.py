@@ -118,28 +118,27 @@ def status() -> dict:
     return json.loads(result.stdout)
 
 
-def drift() -> list[str]:
-    """How the lab differs from what Pulumi.lab.yaml says a release leaves: [] when the
-    edge serves the file's active color, no release lock is held, and every app host
-    answers ready and runs the image the file gives its color."""
+def drift() -> dict[str, str]:
+    """How the lab differs from what Pulumi.lab.yaml says a release leaves, by host: {}
+    when the edge serves the file's active color, no release lock is held, and every app
+    host answers ready and runs the image the file gives its color."""
     settings = load_settings("lab")
     doc = status()
-    found = [f"the release lock is held: {doc['lock']}"] if doc["lock"] else []
+    found = {"edge": f"the release lock is held: {doc['lock']}"} if doc["lock"] else {}
     color, code = served()
     if (color, code) != (settings.active_color, 200):
-        found.append(f"the edge serves {color} ({code}), not {settings.active_color}")
+        found["edge"] = f"the edge serves {color} ({code}), not {settings.active_color}"
     for entry in doc["hosts"]:
         wanted = release_image(settings.image_for(entry["color"]))
         if (entry["health"], entry["image"]) != (200, wanted):
-            found.append(f"{entry['name']}: health {entry['health']}, runs {entry['image']}")
+            found[entry["name"]] = f"health {entry['health']}, runs {entry['image']}"
     return found
 
 
 def restore(original: str) -> None:
-    """Put Pulumi.lab.yaml back and converge the app hosts and the edge to it: a full
-    deploy, unless :func:`drift` finds nothing to converge (a release and its rollback
-    leave the hosts as they were; a deploy of every host then changes nothing and costs
-    some 25 s)."""
+    """Put Pulumi.lab.yaml back and converge the hosts that :func:`drift` finds off it
+    (a deploy limited to them: a release and its rollback leave the hosts as they were,
+    and a deploy of every host then changes nothing and costs some 25 s)."""
     if STACK_FILE.read_text() != original:
         STACK_FILE.write_text(original)
     run(*SSH, "edge", "rm -f /var/lib/mcpdeploy/releases/lock.json")
@@ -147,11 +146,13 @@ def restore(original: str) -> None:
         run(*SSH, host, "systemctl start mcp-service")
     for host in ("app-blue", "app-green"):
         run(*SSH, host, READY)
-    if not drift():
+    found = drift()
+    if not found:
         return
-    result = run(str(BIN / "pyinfra"), "-y", "hosts/lab.py", "deploy.py")
+    limit = ",".join(sorted(found))
+    result = run(str(BIN / "pyinfra"), "-y", "--limit", limit, "hosts/lab.py", "deploy.py")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert drift() == []
+    assert drift() == {}, found
 
 
 def switched_colors() -> Iterator[tuple[str, str]]:
