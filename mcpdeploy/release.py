@@ -103,7 +103,7 @@ def rolling_deploy(fleet: Fleet, color: str, progress: Progress = no_progress) -
     done = []
     for index, target in enumerate(hosts, 1):
         progress(f"deploying {target.name} ({index}/{len(hosts)} of {color})")
-        result = pyinfra(fleet, target.name)
+        result = pyinfra(fleet, [target.name])
         if result.returncode != 0:
             raise ReleaseError(
                 f"the deploy of {target.name} failed ({tail(result)}); "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from mcpdeploy.engine import Progress, no_progress
@@ -31,16 +32,18 @@ def other_color(color: str) -> str:
 
 
 def pyinfra(
-    fleet: Fleet, limit: str, timeout: float = 900, deploy: str = "deploy.py"
+    fleet: Fleet, hosts: Sequence[str], timeout: float = 900, deploy: str = "deploy.py"
 ) -> subprocess.CompletedProcess[str]:
-    """``pyinfra -y --limit LIMIT <inventory> DEPLOY`` from the project root (with
-    ``MCPDEPLOY_STACK``: an inventory such as hosts/aws.py serves any stack)."""
+    """``pyinfra -y --limit HOST [--limit HOST ...] <inventory> DEPLOY`` from the project
+    root (with ``MCPDEPLOY_STACK``: an inventory such as hosts/aws.py serves any stack).
+    One ``--limit`` per host: pyinfra reads ``a,b`` as one name, which matches nothing."""
+    if not hosts:
+        raise ValueError("pyinfra: no hosts to limit the run to")
     return subprocess.run(
         [
             str(Path(sys.executable).with_name("pyinfra")),
             "-y",
-            "--limit",
-            limit,
+            *(arg for host in hosts for arg in ("--limit", host)),
             fleet.inventory,
             deploy,
         ],
@@ -77,8 +80,10 @@ def apply_edge(fleet: Fleet, path: Path, original: str, new_text: str) -> Settin
         settings = validated(new_text, path.name)
     except StackFileError as exc:
         raise SwitchError(str(exc)) from None
+    edges = [h.name for h in fleet.role("edge")]
+    if not edges:
+        raise SwitchError(f"{fleet.inventory} has no edge hosts: nothing would serve the switch")
     write_atomically(path, new_text)
-    edges = ",".join(h.name for h in fleet.role("edge"))
     try:
         deploy = pyinfra(fleet, edges, deploy="deploy_edge.py")
     except BaseException:

@@ -149,10 +149,12 @@ def restore(original: str) -> None:
     found = drift()
     if not found:
         return
-    limit = ",".join(sorted(found))
-    result = run(str(BIN / "pyinfra"), "-y", "--limit", limit, "hosts/lab.py", "deploy.py")
+    # One --limit per host: pyinfra reads "a,b" as one name, which matches no host.
+    limits = [arg for host in sorted(found) for arg in ("--limit", host)]
+    result = run(str(BIN / "pyinfra"), "-y", *limits, "hosts/lab.py", "deploy.py")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert drift() == {}, found
+    left = drift()
+    assert left == {}, f"after a deploy of {sorted(found)}: {left}"
 
 
 def switched_colors() -> Iterator[tuple[str, str]]:
