@@ -57,15 +57,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env(required=REQUIRED)
     configure_logging(settings.log_level)
     pool = create_pool(settings)
-    redis_pool = BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=REDIS_POOL_SIZE,
-        timeout=settings.health_timeout,
-        socket_connect_timeout=settings.health_timeout,
-        socket_timeout=settings.health_timeout,
-        health_check_interval=30,
+    redis = Redis.from_pool(
+        BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=REDIS_POOL_SIZE,
+            timeout=settings.health_timeout,
+            socket_connect_timeout=settings.health_timeout,
+            socket_timeout=settings.health_timeout,
+            health_check_interval=30,
+        )
     )
-    redis = Redis.from_pool(redis_pool)
     runtime = RuntimeState(settings, pool)
     services = Services(pool, ResponseCache(redis), runtime, settings.db_timeout)
     server = build_mcp_server(services)
@@ -90,13 +91,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         # wait=False: liveness (/health) must answer even while PostgreSQL is down.
         await pool.open(wait=False)
-        opening = asyncio.create_task(_open_connections(redis_pool, REDIS_POOL_SIZE))
         try:
             async with server.session_manager.run():
                 log.info("service started", extra={"version": __version__})
                 yield
         finally:
-            opening.cancel()
             await pool.close()
             await redis.aclose()
             metrics.mark_worker_dead()
@@ -232,18 +231,6 @@ class McpEndpoint:
             await response(scope, receive, send)
             return
         await self.sdk(scope, receive, send)
-
-
-async def _open_connections(pool: BlockingConnectionPool, count: int) -> None:
-    """Open ``count`` Redis connections at start; they stay in the pool, so a burst of
-    requests finds them open (as the PostgreSQL pool, :func:`mcp_service.db.create_pool`).
-    A Redis that is down fails nothing here: the health check reports it."""
-    taken = await asyncio.gather(
-        *(pool.get_connection() for _ in range(count)), return_exceptions=True
-    )
-    for connection in taken:
-        if not isinstance(connection, BaseException):
-            await pool.release(connection)
 
 
 async def _check_postgres(services: Services, timeout: float) -> str:

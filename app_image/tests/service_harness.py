@@ -179,9 +179,6 @@ def service_env(database_url: str, redis_url: str, **overrides: str) -> dict[str
         "MCP_RATE_LIMIT_PER_HOUR": "1000000",
         "MCP_RATE_LIMIT_PER_DAY": "10000000",
         "MCP_HOST": "127.0.0.1",
-        # Each service holds half its pool open: several services share one test server
-        # (max_connections 100).
-        "MCP_DB_POOL_SIZE": "4",
     }
     env.update(overrides)
     return env
