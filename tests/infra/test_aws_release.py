@@ -176,9 +176,10 @@ def world(alb: Alb, stack: FakeStack, tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(release_module, "testinfra_gate", not_on_aws)
     deployed: list[str] = []
 
-    def pyinfra(fleet: Fleet, limit: str) -> subprocess.CompletedProcess[str]:
-        deployed.append(limit)
-        RUNNING[limit] = pinned  # the app role now runs the new image there
+    def pyinfra(fleet: Fleet, hosts: list[str]) -> subprocess.CompletedProcess[str]:
+        for host in hosts:
+            deployed.append(host)
+            RUNNING[host] = pinned  # the app role now runs the new image there
         return subprocess.CompletedProcess([], 0, "", "")
 
     monkeypatch.setattr(release_module, "pyinfra", pyinfra)
