@@ -27,6 +27,7 @@ from mcpdeploy.images import app_source_tag, release_image
 from mcpdeploy.lab import STATE_DIR
 from mcpdeploy.lab.topology import REGISTRY_NAME, REGISTRY_PORT
 from mcpdeploy.settings import load_settings
+from mcpdeploy.switch import pyinfra
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_FILE = ROOT / "Pulumi.lab.yaml"
@@ -149,9 +150,7 @@ def restore(original: str) -> None:
     found = drift()
     if not found:
         return
-    # One --limit per host: pyinfra reads "a,b" as one name, which matches no host.
-    limits = [arg for host in sorted(found) for arg in ("--limit", host)]
-    result = run(str(BIN / "pyinfra"), "-y", *limits, "hosts/lab.py", "deploy.py")
+    result = pyinfra(lab_fleet(), sorted(found))
     assert result.returncode == 0, result.stdout[-3000:]
     left = drift()
     assert left == {}, f"after a deploy of {sorted(found)}: {left}"
@@ -165,9 +164,7 @@ def switched_colors() -> Iterator[tuple[str, str]]:
     yield active, "green" if active == "blue" else "blue"
     if STACK_FILE.read_text() != original:
         STACK_FILE.write_text(original)
-        result = run(
-            str(BIN / "pyinfra"), "-y", "--limit", "edge", "hosts/lab.py", "deploy_edge.py"
-        )
+        result = pyinfra(lab_fleet(), ["edge"], deploy="deploy_edge.py")
         assert result.returncode == 0, result.stdout[-2000:]
 
 
