@@ -291,6 +291,10 @@ class App(Model):
     # The SSE stream's keep-alive period (MCP_STREAM_KEEPALIVE_SECONDS): below the proxies'
     # read timeout (timeouts.proxyReadSeconds), or nginx ends an open stream as silent.
     stream_keepalive_seconds: int = Field(15, ge=1, le=600)
+    # How long a worker keeps the operator's switches (kill switch, cache on/off, TTL and
+    # flush generation) before it reads them again (MCP_SETTINGS_CACHE_SECONDS): `ops
+    # disable|enable|cache` reach every worker within this. At most the guide's 5 s.
+    settings_cache_seconds: float = Field(5.0, ge=0, le=5)
     # Docker's json-file log rotation (guide: Log Aggregation, max-size 10m, max-file 3).
     log_max_size: Size = "10m"
     log_max_files: int = Field(3, ge=1, le=100)

@@ -92,6 +92,7 @@ def service_environment(
         "MCP_SHUTDOWN_TIMEOUT_SECONDS": str(stop_timeout_seconds - 5),
         "MCP_AUDIT_LOG_RETENTION_DAYS": str(settings.retention.audit_log_days),
         "MCP_STREAM_KEEPALIVE_SECONDS": str(settings.app.stream_keepalive_seconds),
+        "MCP_SETTINGS_CACHE_SECONDS": f"{settings.app.settings_cache_seconds:g}",
     }
     return {name: value for name, value in environment.items() if value}
 

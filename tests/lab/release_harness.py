@@ -34,6 +34,10 @@ STACK_FILE = ROOT / "Pulumi.lab.yaml"
 BIN = Path(sys.executable).parent
 SSH = ["ssh", "-F", str(STATE_DIR / "ssh_config")]
 REPOSITORY = "mcpdeploy/app"
+# How soon after `ops disable|enable|cache|rotate-key` returns every worker answers by it:
+# each re-reads the operator's switches every app.settingsCacheSeconds (1 s in the lab, at
+# most the guide's 5 s), plus 1 s for a poll and its request on a busy machine.
+SWITCH_SECONDS = load_settings("lab").app.settings_cache_seconds + 1.0
 # Remote shell: wait (bounded) until the service answers its readiness check again.
 READY = (
     "for i in $(seq 90); do python3 -c 'import urllib.request; "

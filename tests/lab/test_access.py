@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from release_harness import SWITCH_SECONDS
 
 from mcpdeploy.settings import load_settings
 
@@ -31,10 +32,11 @@ CALL = {
     "method": "tools/call",
     "params": {"name": "list_posts", "arguments": {"limit": 1}},
 }
-# The service refreshes its switches at most every 5 s (MCP_SETTINGS_CACHE_SECONDS).
-SWITCH_SECONDS = 5.0
-# Rotation test: the old key's grace period, short enough to watch it end.
-GRACE_HOURS = 0.01
+# Rotation test: the old key's grace period (18 s), short enough to watch it end and long
+# enough for a client calling once a second to switch keys within it.
+GRACE_HOURS = 0.005
+# The hosts whose environment holds the API key (roles/app): a rotation is deployed to them.
+APP_HOSTS = ("app-blue", "app-green")
 
 
 def run(*argv: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -180,7 +182,8 @@ def test_disable_turns_mcp_calls_to_503_within_5_s_and_enable_restores_them(
     )
     assert response.status_code == 503 and elapsed <= SWITCH_SECONDS, (response.text, elapsed)
     assert response.json()["error"]["code"] == -32004 and response.headers["retry-after"]
-    # The promise is "every worker within 5 s": from then on, no call gets through.
+    # The promise is "every worker within 5 s" (the lab's: SWITCH_SECONDS): from then on,
+    # no call gets through.
     time.sleep(max(0.0, returned + SWITCH_SECONDS - time.monotonic()))
     assert [mcp_call(client, key).status_code for _ in range(4)] == [503] * 4
 
@@ -220,7 +223,7 @@ def key_restored(lab, client) -> Iterator[dict]:
         result = ops("rotate-key", "--grace-hours", "0")
         assert result.returncode == 0, result.stderr
     if key_now(lab) != before and not progress["deployed"]:
-        deploy()
+        deploy(*APP_HOSTS)
     assert within_client_limit(lambda: mcp_call(client, key_now(lab))).status_code == 200
 
 
@@ -348,8 +351,9 @@ def test_rotate_key_a_client_switching_within_the_grace_period_never_sees_a_401(
     audited = old in audit.stdout or new in audit.stdout
     assert not audited
 
-    # A redeploy writes the new key into the hosts' environment and revives nothing.
-    deploy()
+    # A redeploy of the app hosts writes the new key into their environment and revives
+    # nothing.
+    deploy(*APP_HOSTS)
     key_restored["deployed"] = True
     assert within_client_limit(lambda: mcp_call(client, new)).status_code == 200
     assert within_client_limit(lambda: mcp_call(client, old)).status_code == 401

@@ -22,14 +22,12 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from release_harness import lab_status, tool_call_on
+from release_harness import SWITCH_SECONDS, lab_status, tool_call_on
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DATABASE = "railspress_production"
-# Every worker re-reads site_settings at least this often (MCP_SETTINGS_CACHE_SECONDS).
-SWITCH_SECONDS = 5.0
 # Long enough that only a flush, caching off or a new TTL can end a cached answer here.
 LONG_TTL = 600
 
@@ -53,7 +51,8 @@ def cache(*args: str) -> tuple[dict, float]:
 
 
 def settled(returned: float) -> None:
-    """Wait out the promise (every worker of every host follows within 5 s of the command):
+    """Wait out the promise (every worker of every host follows within 5 s of the command;
+    the lab's app.settingsCacheSeconds makes it SWITCH_SECONDS):
     what is asserted after it must hold on every worker."""
     time.sleep(max(0.0, returned + SWITCH_SECONDS - time.monotonic()))
 

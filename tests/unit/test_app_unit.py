@@ -50,6 +50,8 @@ def test_environment_trusts_the_docker_bridge_and_never_holds_the_owner_url():
     # Streams keep alive within nginx's read timeout.
     keepalive = int(env["MCP_STREAM_KEEPALIVE_SECONDS"])
     assert keepalive == load_settings("lab").app.stream_keepalive_seconds
+    cache_seconds = load_settings("lab").app.settings_cache_seconds
+    assert float(env["MCP_SETTINGS_CACHE_SECONDS"]) == cache_seconds
     assert keepalive < load_settings("lab").timeouts.proxy_read_seconds
 
 
