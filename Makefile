@@ -12,11 +12,9 @@ PYTEST := $(BIN)/pytest
 LAB_SSH := /var/lib/mcpdeploy/lab/ssh_config
 UNIT_TESTS := tests/unit tests/infra tests/policies
 SERVICE_TESTS := app_image/tests
-LAB_HOST_TESTS := tests/hosts tests/e2e
-LAB_TESTS := $(LAB_HOST_TESTS) tests/lab
+LAB_TESTS := tests/hosts tests/e2e tests/lab
 
-.PHONY: bootstrap lab lab-up lab-deploy lab-verify lab-down lab-fresh lab-fresh-verified \
-        test test-unit \
+.PHONY: bootstrap lab lab-up lab-deploy lab-verify lab-down lab-fresh test test-unit \
         test-service test-offline test-lab test-times lint lock
 
 bootstrap:
@@ -31,7 +29,7 @@ lab-deploy: bootstrap
 	$(BIN)/pyinfra -y hosts/lab.py deploy.py
 
 lab-verify: bootstrap
-	$(PYTEST) $(LAB_HOST_TESTS)
+	$(PYTEST) tests/hosts tests/e2e
 	$(BIN)/mcpdeploy lab status
 
 lab-down: bootstrap
@@ -49,11 +47,6 @@ lab-fresh: bootstrap
 	$(PYTEST) tests/lifecycle
 	$(BIN)/pyinfra -y hosts/lab.py deploy.py
 
-# A fresh lab, then the host suite and the end-to-end checks against it: SSH and HTTPS
-# round trips that mostly wait, with no load or timing test among them.
-lab-fresh-verified: lab-fresh
-	$(PYTEST) $(LAB_HOST_TESTS)
-
 # The lab suite: a fresh lab, its roles verified over SSH and deployed again to prove
 # nothing changes, releases, switches, faults.
 test-lab: lab-fresh
@@ -64,13 +57,12 @@ test-offline: bootstrap
 	$(PYTEST) $(UNIT_TESTS)
 	$(PYTEST) $(SERVICE_TESTS)
 
-# Everything. The unit and service tests run beside the fresh lab's setup and its host
-# suite (two jobs: the deploy and the host suite mostly wait on the hosts; -O prints each
-# job's output whole once it ends), then tests/lab runs alone: its load and timing tests
-# do not share the CPU.
+# Everything. The unit and service tests run beside the fresh lab's setup (two jobs, the
+# deploy mostly waits on its hosts; -O prints each job's output whole once it ends), then
+# the lab suite runs alone: its load and timing tests do not share the CPU.
 test: lint
-	$(MAKE) --no-print-directory -j2 -O test-offline lab-fresh-verified
-	$(PYTEST) tests/lab
+	$(MAKE) --no-print-directory -j2 -O test-offline lab-fresh
+	$(PYTEST) $(LAB_TESTS)
 
 # The lab part of test-lab (not the lifecycle test, not the deploy) against the running
 # lab, with a table of seconds per file. Refuses, naming `make lab`, without a lab.
