@@ -41,9 +41,19 @@ def deploy() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def second_deploy() -> list[dict]:
+    """The results of a deploy of a converged lab.
+
+    A first deploy converges the lab (or repairs any drift since the last one); when it
+    changes nothing, the lab was converged already and that deploy is itself the one to
+    judge, so the second runs only when the first changed something. In `make test` the lab
+    has just been deployed and every test before this one restores what it changes: one
+    deploy (about 23 s) instead of two.
+    """
     if not _lab_up():
         pytest.fail("the lab is not up: run `mcpdeploy lab up` (make test-lab does)")
-    deploy()  # converge: the first deploy, or repair of any drift since the last one
+    first = deploy()
+    if not any(op["success"] for op in first):
+        return first
     return deploy()
 
 
