@@ -46,9 +46,11 @@ READY = (
 )
 
 
-def run(*argv: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+def run(
+    *argv: str, timeout: float = 1200, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        argv, cwd=ROOT, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
@@ -178,6 +180,35 @@ def started_at(host: str) -> str:
     result = run(*SSH, host, *started)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
+
+
+# Run on an app host: the service's pool gauges, read as the performance check reads them.
+_POOL_GAUGES = r"""
+import urllib.request
+env = dict(l.split("=", 1) for l in open("/etc/mcp-service/env").read().splitlines() if "=" in l)
+request = urllib.request.Request("http://127.0.0.1:3000/api/v1/mcp/metrics",
+                                 headers={"Authorization": "Bearer " + env["MCP_METRICS_TOKEN"]})
+text = urllib.request.urlopen(request, timeout=5).read().decode()
+print("\n".join(l for l in text.splitlines() if l.startswith(("mcp_db_pool", "mcp_redis"))))
+"""
+
+
+def service_report(*hosts: str, lines: int = 20) -> str:
+    """For a failure message under load: each app host's last service warnings and errors
+    (15 minutes) and its pool gauges, so a 503 is explained by the run that saw it."""
+    level = """'"level": "(WARNING|ERROR|CRITICAL)"'"""
+    parts = []
+    for host in hosts:
+        logs = run(
+            *SSH,
+            host,
+            f"docker logs --since 15m mcp-service 2>&1 | grep -E {level} | tail -n {lines}",
+            timeout=60,
+        )
+        gauges = run(*SSH, host, "python3", "-", timeout=60, stdin=_POOL_GAUGES)
+        found = (logs.stdout + gauges.stdout + gauges.stderr[-300:]).strip()
+        parts.append(f"--- {host}\n{found or '(no warnings)'}")
+    return "\n" + "\n".join(parts)
 
 
 def current_image() -> str:
