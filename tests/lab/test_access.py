@@ -276,6 +276,8 @@ def run_performance_check(lab: dict, host: str) -> str:
 def test_rotate_key_a_client_switching_within_the_grace_period_never_sees_a_401(
     lab, client, key_restored
 ):
+    """Two rotations, the 18 s grace period waited out, the performance check on both app
+    hosts and a deploy of them: about 45 s of lab time."""
     # The lab's key is shared and load tests may have spent its hourly budget (429): start
     # from a fresh deployment key, issued by a rotation without grace period, which must
     # refuse the previous key within 5 s (what an operator does with a leaked key).
