@@ -34,6 +34,7 @@ from mcp_service.middleware import (
     HANDSHAKE_PATH,
     MCP_PREFIX,
     METRICS_PATH,
+    PRM_PATHS,
     LimitsMiddleware,
     McpGuardMiddleware,
     ObservabilityMiddleware,
@@ -149,6 +150,24 @@ def create_app(settings: Settings | None = None) -> Starlette:
             }
         )
 
+    async def protected_resource(_: Request) -> Response:
+        # RFC 9728: public, cacheable, the same at the path-specific URL and the root one.
+        auth = settings.auth
+        if not auth.tokens:
+            return JSONResponse(
+                {"error": "not_found", "message": "OAuth is off: MCP_AUTH_MODE is apiKey"},
+                status_code=404,
+            )
+        return JSONResponse(
+            {
+                "resource": auth.audience,
+                "authorization_servers": [auth.issuer],
+                "scopes_supported": list(auth.required_scopes),
+                "bearer_methods_supported": ["header"],
+            },
+            headers={"Cache-Control": "public, max-age=3600"},
+        )
+
     async def metrics_endpoint(_: Request) -> Response:
         metrics.observe_pool(pool)
         body, content_type = metrics.render()
@@ -207,6 +226,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/health/mcp", health_mcp, methods=["GET", "HEAD"]),
         Route(HANDSHAKE_PATH, handshake, methods=["GET", "POST"]),
         Route(METRICS_PATH, metrics_endpoint, methods=["GET"]),
+        *(Route(path, protected_resource, methods=["GET", "HEAD"]) for path in PRM_PATHS),
         # Both spellings of the endpoint, the guide's first: no redirect (a client turns a
         # redirected POST into a GET).
         Route(MCP_PREFIX, endpoint),

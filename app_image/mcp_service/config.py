@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -19,6 +20,18 @@ SECRET_VARIABLES = (
 # bare (a proxy's `Host $host`) and with any port (a caller on the published port).
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 DEFAULT_ALLOWED_HOSTS = (*LOOPBACK_HOSTS, *(f"{name}:*" for name in LOOPBACK_HOSTS))
+# Who may call the MCP endpoint: API keys (the guide's), OAuth 2.1 access tokens (the MCP
+# authorization spec), or both.
+AUTH_MODES = ("apiKey", "oauth", "both")
+# JWS algorithms a token may be signed with: asymmetric only. `none` and the HMAC family
+# are refused: with HS*, anyone holding the issuer's public key could sign a token.
+ASYMMETRIC_ALGORITHMS = (
+    *(f"{family}{bits}" for family in ("RS", "PS", "ES") for bits in (256, 384, 512)),
+    "EdDSA",
+)
+DEFAULT_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+# RFC 6749 section 3.3: a scope token is one or more of these characters.
+SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+")
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
 
@@ -30,6 +43,79 @@ class ConfigError(Exception):
         super().__init__(f"{name}: {problem}")
         self.name = name
         self.problem = problem
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """How callers of the MCP endpoint authenticate (``MCP_AUTH_*``).
+
+    ``apiKey`` is the guide's static keys only. ``oauth`` and ``both`` make the service an
+    OAuth 2.1 resource server: access tokens from ``issuer`` (its RFC 8414 metadata, then
+    OpenID discovery, names the JWKS unless ``jwks_uri`` does), signed with one of
+    ``algorithms``, whose ``aud`` holds ``audience`` (the URL clients call, RFC 9728
+    section 3.3 and RFC 8707) and whose scopes include ``required_scopes``; ``exp`` and
+    ``nbf`` are judged with ``clock_skew_seconds`` of slack, and the issuer's keys are kept
+    ``jwks_cache_seconds``; the issuer's TLS is checked against the system store and
+    ``ca_file``.
+    """
+
+    mode: str = "apiKey"
+    issuer: str = ""
+    jwks_uri: str = ""
+    audience: str = ""
+    required_scopes: tuple[str, ...] = ("mcp:tools",)
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    clock_skew_seconds: float = 60.0
+    jwks_cache_seconds: float = 300.0
+    # PEM certificates trusted for the issuer's TLS besides the system store (a private CA).
+    ca_file: str = ""
+
+    @property
+    def metadata_url(self) -> str:
+        """Where this resource's RFC 9728 metadata is: ``/.well-known/oauth-protected-resource``
+        inserted before the audience's path (section 3.1), on the audience's host."""
+        scheme, rest = self.audience.split("://", 1)
+        host, _, path = rest.partition("/")
+        path = "/" + path.rstrip("/") if path.strip("/") else ""
+        return f"{scheme}://{host}/.well-known/oauth-protected-resource{path}"
+
+    @property
+    def tokens(self) -> bool:
+        """Whether access tokens are accepted (``oauth`` or ``both``)."""
+        return self.mode != "apiKey"
+
+    @property
+    def api_keys(self) -> bool:
+        """Whether API keys are accepted (``apiKey`` or ``both``)."""
+        return self.mode != "oauth"
+
+
+def _auth_config(reader: _Reader) -> AuthConfig:
+    """``MCP_AUTH_*`` validated; a token mode without issuer or audience is refused."""
+    found = reader.raw("MCP_AUTH_MODE") or "apiKey"
+    modes = {mode.lower(): mode for mode in AUTH_MODES}
+    if found.lower() not in modes:
+        raise ConfigError("MCP_AUTH_MODE", f"{found!r} is not one of {', '.join(AUTH_MODES)}")
+    mode = modes[found.lower()]
+    config = AuthConfig(
+        mode=mode,
+        issuer=reader.https_url("MCP_AUTH_ISSUER"),
+        jwks_uri=reader.https_url("MCP_AUTH_JWKS_URI"),
+        audience=reader.https_url("MCP_AUTH_AUDIENCE"),
+        required_scopes=reader.scopes("MCP_AUTH_REQUIRED_SCOPES", AuthConfig.required_scopes),
+        algorithms=reader.algorithms("MCP_AUTH_ALGORITHMS"),
+        clock_skew_seconds=reader.number("MCP_AUTH_CLOCK_SKEW_SECONDS", 60.0, 0, 600),
+        jwks_cache_seconds=reader.number("MCP_AUTH_JWKS_CACHE_SECONDS", 300.0, 10, 86400),
+        ca_file=reader.readable_file("MCP_AUTH_CA_FILE"),
+    )
+    if config.tokens:
+        for name, value in (
+            ("MCP_AUTH_ISSUER", config.issuer),
+            ("MCP_AUTH_AUDIENCE", config.audience),
+        ):
+            if not value:
+                raise ConfigError(name, f"is required when MCP_AUTH_MODE is {mode}")
+    return config
 
 
 @dataclass(frozen=True)
@@ -78,6 +164,7 @@ class Settings:
     stream_keepalive_seconds: float = 15.0
     stream_retry_ms: int = 3000
     stream_state_dir: str = "/tmp/mcp-streams"  # noqa: S108 - the container's private tmpfs
+    auth: AuthConfig = AuthConfig()
 
     @classmethod
     def from_env(
@@ -127,6 +214,7 @@ class Settings:
             stream_keepalive_seconds=reader.number("MCP_STREAM_KEEPALIVE_SECONDS", 15.0, 0.5, 600),
             stream_retry_ms=reader.integer("MCP_STREAM_RETRY_MS", 3000, 100, 600000),
             stream_state_dir=reader.text("MCP_STREAM_STATE_DIR", "/tmp/mcp-streams"),  # noqa: S108
+            auth=_auth_config(reader),
         )
 
 
@@ -229,6 +317,46 @@ class _Reader:
             return tuple(ipaddress.ip_network(part, strict=False) for part in parts)
         except ValueError as exc:
             raise ConfigError(name, f"{exc} (expected comma-separated CIDRs)") from None
+
+    def https_url(self, name: str) -> str:
+        """An absolute https:// URL with a host and no fragment (OAuth identifiers)."""
+        value = self.raw(name)
+        if not value:
+            return value
+        scheme, _, rest = value.partition("://")
+        host = rest.split("/", 1)[0]
+        if scheme != "https" or not host or "#" in value or any(c.isspace() for c in value):
+            raise ConfigError(name, f"{value!r} is not an https:// URL with a host, no fragment")
+        return value
+
+    def readable_file(self, name: str) -> str:
+        path = self.raw(name)
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(name, f"cannot read {path}")
+        return path
+
+    def scopes(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.raw(name)
+        if not value:
+            return default
+        scopes = tuple(dict.fromkeys(value.replace(",", " ").split()))
+        for scope in scopes:
+            if not SCOPE_TOKEN.fullmatch(scope):
+                raise ConfigError(name, f"{scope!r} is not an OAuth scope token (RFC 6749 3.3)")
+        return scopes
+
+    def algorithms(self, name: str) -> tuple[str, ...]:
+        found = self.items(name)
+        if not found:
+            return DEFAULT_ALGORITHMS
+        for algorithm in found:
+            if algorithm not in ASYMMETRIC_ALGORITHMS:
+                raise ConfigError(
+                    name,
+                    f"{algorithm!r} is refused: asymmetric algorithms only "
+                    f"({', '.join(ASYMMETRIC_ALGORITHMS)})",
+                )
+        return tuple(dict.fromkeys(found))
 
     def identifier(self, name: str) -> str:
         value = self.raw(name)

@@ -37,6 +37,10 @@ RATE_LIMITED = Counter(
     ["scope", "window"],
 )
 AUTH_FAILURES = Counter("mcp_auth_failures_total", "Requests answered 401, by reason.", ["reason"])
+AUTH_ISSUER_ERRORS = Counter(
+    "mcp_auth_issuer_errors_total",
+    "Failed fetches of the OAuth issuer's metadata or keys (cached keys keep working).",
+)
 TOOL_CALLS = Counter(
     "mcp_tool_calls_total", "MCP tool calls by tool and outcome.", ["tool", "outcome"]
 )

@@ -21,20 +21,28 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_service import audit, keys, metrics
-from mcp_service.config import Settings
+from mcp_service.config import AuthConfig, Settings
 from mcp_service.logs import request_id_var
 from mcp_service.ratelimit import RateLimiter, Rejection
 from mcp_service.runtime import RuntimeState
 from mcp_service.streams import is_stream_request
+from mcp_service.tokens import MAX_TOKEN_LENGTH, Refusal, TokenVerifier, looks_like_jwt
 
 log = logging.getLogger("mcp_service.access")
 
 MCP_PREFIX = "/api/v1/mcp"
 HANDSHAKE_PATH = f"{MCP_PREFIX}/session/handshake"
 METRICS_PATH = f"{MCP_PREFIX}/metrics"
-ROUTES = {"/health", "/health/mcp", f"{MCP_PREFIX}/", HANDSHAKE_PATH, METRICS_PATH}
+# RFC 9728 Protected Resource Metadata: the endpoint's own URL, then the host's.
+PRM_PATHS = (
+    f"/.well-known/oauth-protected-resource{MCP_PREFIX}",
+    "/.well-known/oauth-protected-resource",
+)
+ROUTES = {"/health", "/health/mcp", f"{MCP_PREFIX}/", HANDSHAKE_PATH, METRICS_PATH, *PRM_PATHS}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_KEY_LENGTH = 256
+
+Response = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -80,7 +88,7 @@ def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[Net
 
 def jsonrpc_error(
     status: int, code: int, message: str, headers: dict[str, str] | None = None
-) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+) -> Response:
     """A JSON-RPC shaped error body (what an MCP client parses) with its HTTP status."""
     body = json.dumps(
         {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
@@ -90,7 +98,7 @@ def jsonrpc_error(
     return status, body, raw
 
 
-async def send_response(send: Send, response: tuple[int, bytes, list[tuple[bytes, bytes]]]) -> None:
+async def send_response(send: Send, response: Response) -> None:
     """Send a complete (status, body, headers) response."""
     status, body, headers = response
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -225,20 +233,30 @@ class LimitsMiddleware:
 
 
 class McpGuardMiddleware:
-    """Protect /api/v1/mcp/*: per-IP limit, API key, kill switch, per-key limit.
+    """Protect /api/v1/mcp/*: per-IP limit, credentials, kill switch, per-key limit.
 
-    The handshake (an uptime-monitor URL, per the guide) needs no key but is IP-limited
-    and honours the kill switch; metrics need a key or MCP_METRICS_TOKEN and are neither
+    The one place that decides who may call (``MCP_AUTH_MODE``): API keys (``apiKey``),
+    OAuth access tokens (``oauth``), or both, where a JWT-shaped bearer is a token and
+    anything else an API key. The handshake (an uptime-monitor URL, per the guide) needs
+    no credential but is IP-limited and honours the kill switch; metrics take
+    MCP_METRICS_TOKEN in every mode (and API keys where keys are allowed) and are neither
     limited nor switched off, so monitoring keeps working during an incident.
     """
 
     def __init__(
-        self, app: ASGIApp, settings: Settings, runtime: RuntimeState, limiter: RateLimiter
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        runtime: RuntimeState,
+        limiter: RateLimiter,
+        verifier: TokenVerifier | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
         self.runtime = runtime
         self.limiter = limiter
+        auth = settings.auth
+        self.verifier = verifier or (TokenVerifier(auth) if auth.tokens else None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -279,8 +297,11 @@ class McpGuardMiddleware:
                     ),
                 )
                 return
-            actor = state.get("actor")
-            if actor and self.settings.rate_limit_enabled and self.settings.rate_limit_by_key:
+            if (
+                "key_id" in state
+                and self.settings.rate_limit_enabled
+                and self.settings.rate_limit_by_key
+            ):
                 limited = await self.limiter.hit("key", state["key_id"])
                 if limited:
                     await send_response(send, _too_many(limited))
@@ -297,50 +318,76 @@ class McpGuardMiddleware:
         state: dict[str, Any],
         path: str,
         allow_metrics_token: bool = False,
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
-        """None when the request carries a valid key (noted in `state`), else a 401.
+    ) -> Response | None:
+        """None when the request carries a valid credential (noted in `state`), else the
+        401 (or 403: a token without the required scopes) to answer.
 
         Every failure is counted and written to the audit log with the client address.
         """
-        presented = _presented_key(headers)
-        reason = "missing"
-        if presented and len(presented) <= MAX_KEY_LENGTH:
+        auth = self.settings.auth
+        presented, bearer = _presented_credential(headers)
+        longest = MAX_TOKEN_LENGTH if auth.tokens else MAX_KEY_LENGTH
+        reason, details = "missing", {}
+        if presented and len(presented) <= longest:
             if (
                 allow_metrics_token
                 and self.settings.metrics_token
                 and hmac.compare_digest(presented.encode(), self.settings.metrics_token.encode())
             ):
                 return None
-            now = datetime.now(UTC)
-            secret = self.settings.secret_key_base
-            switches = await self.runtime.current()
-            found = keys.match_key(secret, presented, switches.active_keys, now)
-            if found is None:
-                # A key issued since the last refresh works at once; revocation and expiry
-                # still apply through the cached list and the expiry check above.
-                found = await self._lookup(presented, now)
-            if found is not None:
-                state["actor"] = f"{found.name}:{found.prefix}"
-                state["key_id"] = str(found.id)
-                return None
             reason = "invalid"
+            is_token = bearer and looks_like_jwt(presented)
+            if is_token and auth.tokens and not allow_metrics_token and self.verifier:
+                try:
+                    access = await self.verifier.check(presented)
+                except Refusal as refusal:
+                    reason = "invalid_token"
+                    details = {
+                        "why": refusal.reason,
+                        "claims": refusal.claims,
+                        "verified": refusal.verified,
+                    }
+                else:
+                    missing = [s for s in auth.required_scopes if s not in access.scopes]
+                    if not missing:
+                        state["actor"] = _token_actor(auth, access.subject, access.client_id)
+                        return None
+                    scope = {"missing": missing, "claims": access.claims, "verified": True}
+                    return await self._refuse(state, path, "insufficient_scope", scope, True)
+            elif auth.api_keys and len(presented) <= MAX_KEY_LENGTH:
+                found = await self._match_key(presented)
+                if found is not None:
+                    state["actor"] = f"{found.name}:{found.prefix}"
+                    state["key_id"] = str(found.id)
+                    return None
         elif presented:
             reason = "invalid"
+        return await self._refuse(state, path, reason, details, sent=bool(presented))
+
+    async def _match_key(self, presented: str) -> keys.ActiveKey | None:
+        now = datetime.now(UTC)
+        switches = await self.runtime.current()
+        found = keys.match_key(self.settings.secret_key_base, presented, switches.active_keys, now)
+        if found is None:
+            # A key issued since the last refresh works at once; revocation and expiry
+            # still apply through the cached list and the expiry check above.
+            found = await self._lookup(presented, now)
+        return found
+
+    async def _refuse(
+        self, state: dict[str, Any], path: str, reason: str, details: dict[str, Any], sent: bool
+    ) -> Response:
+        """Count and audit a refusal; the 401 (or 403) with the mode's challenge."""
         metrics.AUTH_FAILURES.labels(reason=reason).inc()
         await audit.record(
             self.runtime.pool,
             "auth.failure",
             client_ip=state.get("client_ip"),
             request_id=request_id_var.get(),
-            details={"reason": reason, "path": path},
+            details={"reason": reason, "path": path, **details},
             timeout=self.settings.health_timeout,
         )
-        return jsonrpc_error(
-            401,
-            -32001,
-            "Unauthorized: a valid API key is required",
-            {"WWW-Authenticate": 'Bearer realm="mcp"'},
-        )
+        return challenge(self.settings.auth, reason, sent)
 
     async def _lookup(self, presented: str, now: datetime) -> keys.ActiveKey | None:
         try:
@@ -358,15 +405,59 @@ class McpGuardMiddleware:
         return keys.match_key(self.settings.secret_key_base, presented, [candidate], now)
 
 
-def _presented_key(headers: Headers) -> str:
+def _presented_credential(headers: Headers) -> tuple[str, bool]:
+    """The credential a request carries, and whether it came as ``Authorization: Bearer``
+    (an access token only ever does; an API key may also come as ``X-API-Key``)."""
     authorization = headers.get("authorization", "")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return headers.get("x-api-key", "").strip()
+        return token.strip(), True
+    return headers.get("x-api-key", "").strip(), False
 
 
-def _too_many(rejection: Rejection) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+def _token_actor(auth: AuthConfig, subject: str | None, client_id: str) -> str:
+    """Who a verified token names, for the access and audit logs: ``token:<issuer
+    host>/<sub>``, or ``token:<issuer host>/client:<client_id>`` without a subject."""
+    host = auth.issuer.split("://", 1)[1].split("/", 1)[0]
+    who = subject if subject else f"client:{client_id}"
+    return f"token:{host}/{who}"
+
+
+def challenge(auth: AuthConfig, reason: str, sent: bool) -> Response:
+    """The refusal for a request without a usable credential, as the mode words it.
+
+    ``apiKey``: today's 401 ``Bearer realm="mcp"``. Token modes (RFC 6750 section 3, RFC
+    9728 section 5.1): where the metadata is and which scopes to ask for; ``error=
+    "invalid_token"`` only when a credential was sent; a token without the required
+    scopes is a 403 ``insufficient_scope``.
+    """
+    if not auth.tokens:
+        return jsonrpc_error(
+            401,
+            -32001,
+            "Unauthorized: a valid API key is required",
+            {"WWW-Authenticate": 'Bearer realm="mcp"'},
+        )
+    scope = " ".join(auth.required_scopes)
+    where = f'resource_metadata="{auth.metadata_url}", scope="{scope}"'
+    if reason == "insufficient_scope":
+        return jsonrpc_error(
+            403,
+            -32001,
+            f"Forbidden: the access token lacks the scope {scope}",
+            {"WWW-Authenticate": f'Bearer error="insufficient_scope", {where}'},
+        )
+    wanted = "access token or API key" if auth.api_keys else "access token"
+    error = ', error="invalid_token"' if sent else ""
+    return jsonrpc_error(
+        401,
+        -32001,
+        f"Unauthorized: a valid {wanted} is required",
+        {"WWW-Authenticate": f"Bearer {where}{error}"},
+    )
+
+
+def _too_many(rejection: Rejection) -> Response:
     metrics.RATE_LIMITED.labels(scope=rejection.scope, window=rejection.window).inc()
     return jsonrpc_error(
         429,

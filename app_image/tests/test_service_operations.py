@@ -152,6 +152,21 @@ def test_missing_runtime_role_is_one_clear_line(postgres: PostgresServer):
         ({"SECRET_KEY_BASE": "short"}, "SECRET_KEY_BASE: must be at least 32"),
         ({"MCP_CORS_ORIGINS": "*"}, "MCP_CORS_ORIGINS"),
         ({"REDIS_URL": "", "REDIS_URL_FILE": "/nonexistent"}, "REDIS_URL_FILE: cannot read"),
+        ({"MCP_AUTH_MODE": "jwt"}, "MCP_AUTH_MODE: 'jwt' is not one of apiKey, oauth, both"),
+        ({"MCP_AUTH_MODE": "oauth"}, "MCP_AUTH_ISSUER: is required when MCP_AUTH_MODE is oauth"),
+        (
+            {"MCP_AUTH_MODE": "both", "MCP_AUTH_ISSUER": "https://issuer.example"},
+            "MCP_AUTH_AUDIENCE: is required when MCP_AUTH_MODE is both",
+        ),
+        (
+            {"MCP_AUTH_MODE": "oauth", "MCP_AUTH_ISSUER": "http://issuer.example"},
+            "MCP_AUTH_ISSUER: 'http://issuer.example' is not an https:// URL",
+        ),
+        ({"MCP_AUTH_ALGORITHMS": "RS256,HS256"}, "MCP_AUTH_ALGORITHMS: 'HS256' is refused"),
+        ({"MCP_AUTH_ALGORITHMS": "none"}, "MCP_AUTH_ALGORITHMS: 'none' is refused"),
+        ({"MCP_AUTH_REQUIRED_SCOPES": 'mcp:"x"'}, "MCP_AUTH_REQUIRED_SCOPES: 'mcp:\"x\"'"),
+        ({"MCP_AUTH_CLOCK_SKEW_SECONDS": "3600"}, "MCP_AUTH_CLOCK_SKEW_SECONDS: 3600.0 is"),
+        ({"MCP_AUTH_CA_FILE": "/nonexistent/ca.pem"}, "MCP_AUTH_CA_FILE: cannot read"),
     ],
 )
 def test_bad_config_fails_start_with_one_line(

@@ -1,4 +1,5 @@
-"""API key auth, rotation, rate limits, body limit, CORS and client-IP resolution."""
+"""API key auth, rotation, revocation (in MCP_AUTH_MODE apiKey and both), rate limits, body
+limit, CORS and client-IP resolution."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import timedelta
 import httpx2
 import psycopg
 import pytest
+from issuer_harness import AUDIENCE, Issuer
 from mcp_service import keys
 from mcp_service.middleware import client_ip
 from service_harness import SECRET_KEY_BASE, ServiceProcess, wait_until
@@ -32,24 +34,50 @@ def post_mcp(
     return httpx2.post(service.mcp_url, json=body, headers=sent, timeout=10)
 
 
+@pytest.fixture(scope="module", params=["apiKey", "both"])
+def keyed(
+    request: pytest.FixtureRequest,
+    service: ServiceProcess,
+    base_env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServiceProcess]:
+    """The service in each mode that takes API keys: keys behave the same in both."""
+    if request.param == "apiKey":
+        yield service
+        return
+    issuer = Issuer(tmp_path_factory.mktemp("issuer"))
+    process = ServiceProcess(
+        dict(
+            base_env,
+            MCP_AUTH_MODE="both",
+            MCP_AUTH_ISSUER=issuer.url,
+            MCP_AUTH_AUDIENCE=AUDIENCE,
+            MCP_AUTH_CA_FILE=str(issuer.ca),
+        )
+    )
+    yield process
+    process.stop()
+    issuer.stop()
+
+
 def new_key(database_url: str, name: str) -> str:
     with psycopg.connect(database_url) as conn:
         return keys.create_key(conn, SECRET_KEY_BASE, name)
 
 
-def test_key_accepted_as_bearer_or_x_api_key(service: ServiceProcess, api_key: str):
-    assert post_mcp(service, api_key).status_code == 200
-    bearer = post_mcp(service, None, Authorization=f"Bearer {api_key}")
+def test_key_accepted_as_bearer_or_x_api_key(keyed: ServiceProcess, api_key: str):
+    assert post_mcp(keyed, api_key).status_code == 200
+    bearer = post_mcp(keyed, None, Authorization=f"Bearer {api_key}")
     assert bearer.status_code == 200
     assert "list_posts" in bearer.text
 
 
 @pytest.mark.parametrize("key", [None, "wrong-key", "x" * 5000])
 def test_missing_or_wrong_key_is_401_jsonrpc_and_audited(
-    service: ServiceProcess, database_url: str, key: str | None
+    keyed: ServiceProcess, database_url: str, key: str | None
 ):
     marker = uuid.uuid4().hex
-    response = post_mcp(service, key, **{"X-Request-ID": marker})
+    response = post_mcp(keyed, key, **{"X-Request-ID": marker})
     assert response.status_code == 401
     assert response.json()["error"]["code"] == -32001
     assert response.json()["jsonrpc"] == "2.0"
@@ -60,7 +88,8 @@ def test_missing_or_wrong_key_is_401_jsonrpc_and_audited(
     assert row == ("auth.failure", "127.0.0.1/32")
 
 
-def test_rotated_key_works_until_expiry_then_401(service: ServiceProcess, database_url: str):
+def test_rotated_key_works_until_expiry_then_401(keyed: ServiceProcess, database_url: str):
+    service = keyed
     name = f"rotation-{uuid.uuid4().hex[:6]}"
     old = new_key(database_url, name)
     assert post_mcp(service, old).status_code == 200
@@ -76,6 +105,15 @@ def test_rotated_key_works_until_expiry_then_401(service: ServiceProcess, databa
     # the rotation still holds the old expiry for up to that long.
     wait_until(lambda: post_mcp(service, old).status_code == 401, 6, 0.2)
     assert post_mcp(service, new).status_code == 200
+
+
+def test_a_revoked_key_is_refused_within_the_cache_period(keyed: ServiceProcess, database_url: str):
+    key = new_key(database_url, f"revoked-{uuid.uuid4().hex[:6]}")
+    assert post_mcp(keyed, key).status_code == 200
+    with psycopg.connect(database_url) as conn:
+        assert keys.revoke_key(conn, key[:8]) == 1
+    # Within the worker's key-list refresh (MCP_SETTINGS_CACHE_SECONDS, 5 s).
+    wait_until(lambda: post_mcp(keyed, key).status_code == 401, 6, 0.2)
 
 
 def test_request_body_over_1mib_is_413(service: ServiceProcess, api_key: str):
