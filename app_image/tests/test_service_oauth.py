@@ -4,6 +4,7 @@ Metadata, and what the audit log records of a refusal."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -60,6 +61,21 @@ def both(base_env: dict[str, str], issuer: Issuer) -> Iterator[ServiceProcess]:
     process = start(base_env, issuer, "both")
     yield process
     process.stop()
+
+
+@contextlib.contextmanager
+def own_issuer(
+    base_env: dict[str, str], directory: Path
+) -> Iterator[tuple[Issuer, ServiceProcess]]:
+    """An issuer and an oauth service of their own, the service's first token served."""
+    issuer = Issuer(directory)
+    process = start(base_env, issuer, "oauth")
+    try:
+        assert call(process, **bearer(issuer.token(aud=AUDIENCE))).status_code == 200
+        yield issuer, process
+    finally:
+        process.stop()
+        issuer.stop()
 
 
 def call(service: ServiceProcess, **headers: str) -> httpx2.Response:
@@ -204,10 +220,7 @@ def test_a_rotated_signing_key_is_fetched_once_and_unknown_ids_cost_one_fetch(
     base_env: dict[str, str], tmp_path: Path
 ):
     """Its own issuer and service: the fetches are counted from the service's start."""
-    issuer = Issuer(tmp_path)
-    process = start(base_env, issuer, "oauth")
-    try:
-        assert call(process, **bearer(issuer.token(aud=AUDIENCE))).status_code == 200
+    with own_issuer(base_env, tmp_path) as (issuer, process):
         assert issuer.jwks_fetches == 1
         # The issuer starts signing with a new key: the service asks again, once (at most
         # every 5 s), and serves it.
@@ -226,9 +239,6 @@ def test_a_rotated_signing_key_is_fetched_once_and_unknown_ids_cost_one_fetch(
             statuses = list(pool.map(lambda t: call(process, **bearer(t)).status_code, tokens))
         assert statuses == [401] * 20
         assert issuer.jwks_fetches <= 3
-    finally:
-        process.stop()
-        issuer.stop()
 
 
 def test_api_key_mode_answers_as_before_and_has_no_metadata(service: ServiceProcess):
@@ -247,10 +257,7 @@ def test_api_key_mode_answers_as_before_and_has_no_metadata(service: ServiceProc
 def test_with_the_issuer_down_known_keys_work_and_new_ones_are_refused(
     base_env: dict[str, str], tmp_path: Path
 ):
-    issuer = Issuer(tmp_path)
-    process = start(base_env, issuer, "oauth")
-    try:
-        assert call(process, **bearer(issuer.token(aud=AUDIENCE))).status_code == 200
+    with own_issuer(base_env, tmp_path) as (issuer, process):
         issuer.stop()
         assert call(process, **bearer(issuer.token(aud=AUDIENCE))).status_code == 200
         stranger = bearer(issuer.token(key=SigningKey(), aud=AUDIENCE))
@@ -267,5 +274,3 @@ def test_with_the_issuer_down_known_keys_work_and_new_ones_are_refused(
         wait_until(lambda: issuer_errors() >= 1, 10, 0.5)
         # Still served with the key it had.
         assert call(process, **bearer(issuer.token(aud=AUDIENCE))).status_code == 200
-    finally:
-        process.stop()
