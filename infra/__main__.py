@@ -37,41 +37,85 @@ webhook = (
 )
 
 net = network.Network(name, network.NetworkArgs(
-    aws.vpc_cidr, aws.availability_zones, aws.nat_gateways == "perAz",
-    settings.retention.audit_log_days, tags,
+    cidr=aws.vpc_cidr,
+    az_count=aws.availability_zones,
+    nat_per_az=aws.nat_gateways == "perAz",
+    flow_log_days=settings.retention.audit_log_days,
+    tags=tags,
 ))  # fmt: skip
 groups = security.SecurityGroups(name, security.SecurityGroupsArgs(
-    net.vpc_id, [str(c) for c in settings.admin_cidrs], aws.access == "bastion", tags,
+    vpc_id=net.vpc_id,
+    admin_cidrs=[str(c) for c in settings.admin_cidrs],
+    ssh_from_admins=aws.access == "bastion",
+    tags=tags,
 ))  # fmt: skip
-vault = secrets.Secrets(name, secrets.SecretsArgs(prefix, tags))
-certs = tls.Tls(name, tls.TlsArgs(settings.domain, aws.hosted_zone, prefix, tags))
+vault = secrets.Secrets(name, secrets.SecretsArgs(prefix=prefix, tags=tags))
+certs = tls.Tls(name, tls.TlsArgs(
+    domain=settings.domain, hosted_zone=aws.hosted_zone, secret_prefix=prefix, tags=tags,
+))  # fmt: skip
 db = database.Database(name, database.DatabaseArgs(
-    name, aws.database, net.private_subnet_ids, groups.database_id, tags,
+    identifier=name,
+    settings=aws.database,
+    subnet_ids=net.private_subnet_ids,
+    security_group_id=groups.database_id,
+    tags=tags,
 ))  # fmt: skip
 redis = cache.Cache(name, cache.CacheArgs(
-    name, aws.cache, net.private_subnet_ids, groups.cache_id, vault.redis_auth_token, tags,
+    identifier=name,
+    settings=aws.cache,
+    subnet_ids=net.private_subnet_ids,
+    security_group_id=groups.cache_id,
+    auth_token=vault.redis_auth_token,
+    tags=tags,
 ))  # fmt: skip
-releases.Releases(name, releases.ReleasesArgs(stack, tags))
-backup = backups.Backups(name, backups.BackupsArgs(settings.retention.backup_days, tags))
+releases.Releases(name, releases.ReleasesArgs(stack=stack, tags=tags))
+backup = backups.Backups(name, backups.BackupsArgs(
+    retention_days=settings.retention.backup_days, tags=tags,
+))  # fmt: skip
 ecr = registry.Registry(name, registry.RegistryArgs(
-    f"{PROJECT}/{stack}/mcp-service", project_root() / "app_image",
-    registry.release_tag(settings.image), aws.ecr_keep_images, tags,
+    repository=f"{PROJECT}/{stack}/mcp-service",
+    context=project_root() / "app_image",
+    tag=registry.release_tag(settings.image),
+    keep=aws.ecr_keep_images,
+    tags=tags,
 ))  # fmt: skip
 alb = loadbalancer.LoadBalancer(name, loadbalancer.LoadBalancerArgs(
-    net.vpc_id, net.public_subnet_ids, groups.lb_id, certs.certificate_arn,
-    settings.active_color, aws.canary_weight, aws.deregistration_delay_seconds,
-    settings.timeouts.proxy_read_seconds + 30, settings.retention.audit_log_days,
-    settings.domain, certs.zone_id, tags,
+    vpc_id=net.vpc_id,
+    subnet_ids=net.public_subnet_ids,
+    security_group_id=groups.lb_id,
+    certificate_arn=certs.certificate_arn,
+    active_color=settings.active_color,
+    canary_weight=aws.canary_weight,
+    deregistration_delay=aws.deregistration_delay_seconds,
+    idle_timeout=settings.timeouts.proxy_read_seconds + 30,
+    log_days=settings.retention.audit_log_days,
+    domain=settings.domain,
+    zone_id=certs.zone_id,
+    tags=tags,
 ))  # fmt: skip
 app = hosts.Hosts(name, hosts.HostsArgs(
-    settings.app_hosts_per_color, aws.app_instance_type, aws.app_root_volume_gb,
-    net.private_subnet_ids, groups.hosts_id, alb.target_group_arns, aws.ssh_public_key,
-    [*vault.arns.values(), certs.nginx_secret_arn], ecr.repository_arn,
-    backup.bucket_arn, backup.kms_key_arn, tags,
+    per_color=settings.app_hosts_per_color,
+    instance_type=aws.app_instance_type,
+    root_volume_gb=aws.app_root_volume_gb,
+    subnet_ids=net.private_subnet_ids,
+    security_group_id=groups.hosts_id,
+    target_group_arns=alb.target_group_arns,
+    ssh_public_key=aws.ssh_public_key,
+    secret_arns=[*vault.arns.values(), certs.nginx_secret_arn],
+    repository_arn=ecr.repository_arn,
+    backup_bucket_arn=backup.bucket_arn,
+    backup_key_arn=backup.kms_key_arn,
+    tags=tags,
 ))  # fmt: skip
 alarms.Alarms(name, alarms.AlarmsArgs(
-    alb.arn_suffix, alb.target_group_arn_suffixes, db.identifier,
-    aws.database.allocated_storage_gb, redis.member_ids, webhook, aws.alert_email, tags,
+    lb_arn_suffix=alb.arn_suffix,
+    target_group_arn_suffixes=alb.target_group_arn_suffixes,
+    db_identifier=db.identifier,
+    db_storage_gb=aws.database.allocated_storage_gb,
+    cache_member_ids=redis.member_ids,
+    webhook=webhook,
+    email=aws.alert_email,
+    tags=tags,
 ))  # fmt: skip
 
 pulumi.export("activeColor", settings.active_color)

@@ -13,7 +13,7 @@ P99_SECONDS = 5  # guide: alert on response times > 5000 ms
 GIB = 1024**3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AlarmsArgs:
     """What to watch (ALB, target groups by color, RDS instance, Redis nodes) and where
     to send alerts: ``webhook`` (HTTPS, often a Pulumi secret) and/or ``email``."""

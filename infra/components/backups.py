@@ -10,7 +10,7 @@ import pulumi_aws as aws
 from . import secure_bucket
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BackupsArgs:
     """``retention_days`` is ``retention.backupDays`` (guide: keep 30 days)."""
 

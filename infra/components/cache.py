@@ -10,7 +10,7 @@ import pulumi_aws as aws
 from mcpdeploy.settings import AwsCache
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CacheArgs:
     """Settings from ``aws.cache``; ``auth_token`` comes from the Secrets component."""
 

@@ -13,7 +13,7 @@ DB_NAME = "railspress_production"  # guide: Database Preparation
 MASTER_USER = "railspress_admin"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DatabaseArgs:
     """Settings from ``aws.database``; ``identifier`` names the instance and its snapshot."""
 

@@ -15,7 +15,7 @@ DEBIAN_OWNER = "136693071363"  # the Debian cloud team's AWS account
 DEBIAN_12_AMIS = "debian-12-amd64-*"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class HostsArgs:
     """``per_color`` hosts of each color, spread over ``subnet_ids`` (one per AZ).
 

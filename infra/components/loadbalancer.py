@@ -16,7 +16,7 @@ TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 HEALTH_PATH = "/health/mcp"  # readiness: 200 only when PostgreSQL and Redis answer
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LoadBalancerArgs:
     """``canary_weight`` is the percent of requests sent to the idle color (0: none)."""
 

@@ -11,7 +11,7 @@ import pulumi_aws as aws
 from . import assume_role_policy, log_retention, policy_json
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NetworkArgs:
     """``cidr`` is split into equal subnets: public ones first, then private ones."""
 

@@ -11,7 +11,7 @@ import pulumi_aws as aws
 import pulumi_docker as docker
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RegistryArgs:
     """``context`` is the ``app_image/`` directory; ``tag`` the release tag (the tag of
     the ``image`` setting); ``keep`` how many images the lifecycle policy keeps."""

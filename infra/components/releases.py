@@ -13,7 +13,7 @@ import pulumi_aws as aws
 from mcpdeploy.releaselog import release_table
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReleasesArgs:
     stack: str
     tags: dict[str, str]

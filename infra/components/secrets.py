@@ -23,7 +23,7 @@ GENERATED: dict[str, tuple[int, str]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SecretsArgs:
     """``prefix`` is ``/<project>/<stack>``; each secret is ``<prefix>/<name>``."""
 

@@ -10,7 +10,7 @@ import pulumi_aws as aws
 HTTPS, HTTP, SSH, POSTGRES, REDIS = 443, 80, 22, 5432, 6379
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SecurityGroupsArgs:
     """``admin_cidrs`` reach port 22 on the hosts only when ``ssh_from_admins``
     (``aws.access: bastion``); with SSM there is no inbound SSH at all."""

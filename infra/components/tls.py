@@ -9,7 +9,7 @@ import pulumi_aws as aws
 import pulumi_tls as tls
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TlsArgs:
     """``hosted_zone`` (optional) receives the DNS validation records; without one they
     are exported for whoever runs the domain's DNS. ``secret_prefix`` is
