@@ -1,4 +1,4 @@
-"""The AWS target (DESIGN.md): ``pulumi up -s <stack>`` with ``Pulumi.<stack>.yaml``.
+"""The AWS target (docs/aws.md): ``pulumi up -s <stack>`` with ``Pulumi.<stack>.yaml``.
 
 client ─TLS─> ALB (ACM) ─> blue|green target group ─> app hosts (nginx 443, internal CA)
 ─> RDS PostgreSQL, ElastiCache Redis; ECR image, Secrets Manager, backups, alarms."""

@@ -1,6 +1,6 @@
 """Blue-green switching on AWS: ``activeColor`` in the stack config, then ``pulumi up``.
 
-The same edit as on every target (DESIGN.md), driven through the Pulumi Automation API
+The same edit as on every target (docs/releases.md), driven through the Pulumi Automation API
 and guarded like the lab's switch (``mcpdeploy/switch.py``): every host of the new color
 must be healthy in its ALB target group before anything changes, the HTTPS listener must
 forward to that target group after ``pulumi up``, and on any failure the old color is

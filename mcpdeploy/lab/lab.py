@@ -60,7 +60,7 @@ HOST_PACKAGES = [
     "less",
 ]
 REGISTRY_PACKAGES = ["docker-registry"]
-# DESIGN.md: --privileged fails here (SYS_RESOURCE is outside the bounding set); these
+# docs/lab.md: --privileged fails here (SYS_RESOURCE is outside the bounding set); these
 # capabilities, added one by one, let systemd, UFW and Docker run.
 CAPABILITIES = [
     "SYS_ADMIN",
