@@ -15,6 +15,9 @@ from probes import CONNECT
 
 from mcpdeploy.credentials import stack_credentials
 
+# The app-host checks `mcpdeploy release` runs on the idle color (mcpdeploy/gates.py).
+pytestmark = pytest.mark.gate
+
 UNIT = "mcp-service.service"
 # Justified ceiling: the unit only drives the docker client over /run/docker.sock (no
 # capabilities, no network namespace access, read-only system); what remains is running

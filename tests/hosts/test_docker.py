@@ -13,6 +13,9 @@ from probes import CONNECT
 
 from mcpdeploy.lab.topology import REGISTRY_NAME, REGISTRY_PORT
 
+# The app-host checks `mcpdeploy release` runs on the idle color (mcpdeploy/gates.py).
+pytestmark = pytest.mark.gate
+
 PROBE_CONTAINER = "mcpdeploy-bypass-probe"
 PROBE_PORT = 8099
 

@@ -1,5 +1,10 @@
 """UFW state on each host (roles/firewall); what it lets through is test_reachability.py."""
 
+import pytest
+
+# The app-host checks `mcpdeploy release` runs on the idle color (mcpdeploy/gates.py).
+pytestmark = pytest.mark.gate
+
 
 def test_ufw_active_with_default_deny(host):
     status = host.check_output("ufw status verbose")

@@ -16,6 +16,9 @@ import pytest
 
 from roles.nginx import WORKER_CONNECTIONS
 
+# The app-host checks `mcpdeploy release` runs on the idle color (mcpdeploy/gates.py).
+pytestmark = pytest.mark.gate
+
 LAB_CA_ON_HOSTS = "/usr/local/share/ca-certificates/mcpdeploy-lab-ca.crt"
 EXPECTED_HEADERS = {
     "strict-transport-security": "max-age=31536000; includeSubDomains",

@@ -2,6 +2,9 @@
 
 import pytest
 
+# The app-host checks `mcpdeploy release` runs on the idle color (mcpdeploy/gates.py).
+pytestmark = pytest.mark.gate
+
 # Algorithms nobody should offer any more (ssh-audit: SHA-1, CBC, NIST curves, small DH).
 WEAK = ("sha1", "cbc", "nistp", "group1-", "group14-", "hmac-md5", "umac-64", "3des")
 

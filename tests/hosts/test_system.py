@@ -4,6 +4,9 @@ import pytest
 
 from roles.base import SYSCTLS, UNUSED_SERVICES
 
+# The app-host checks `mcpdeploy release` runs on the idle color (mcpdeploy/gates.py).
+pytestmark = pytest.mark.gate
+
 SYSCTL_FILE = "/etc/sysctl.d/60-mcpdeploy-hardening.conf"
 
 

@@ -2,6 +2,9 @@
 
 import pytest
 
+# The app-host checks `mcpdeploy release` runs on the idle color (mcpdeploy/gates.py).
+pytestmark = pytest.mark.gate
+
 
 def test_debian_security_repository_is_a_package_source(host):
     # Guide, Security Hardening: security patches need the security archive.

@@ -2,6 +2,9 @@
 
 import pytest
 
+# The app-host checks `mcpdeploy release` runs on the idle color (mcpdeploy/gates.py).
+pytestmark = pytest.mark.gate
+
 
 @pytest.fixture(scope="module")
 def deploy_user(settings):
