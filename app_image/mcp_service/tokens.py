@@ -109,26 +109,39 @@ class IssuerKeys:
         self._fetched_at = float("-inf")  # last successful fetch
         self._tried_at = float("-inf")  # last attempt, successful or not
         self._lock = asyncio.Lock()
+        self._background: asyncio.Task[None] | None = None
 
     async def key(self, kid: str | None) -> jwt.PyJWK | None:
-        """The key for ``kid`` (or the only key, for a token without one), or None."""
-        now = time.monotonic()
-        stale = now - self._fetched_at >= self.config.jwks_cache_seconds
-        if stale or self._find(kid) is None:
-            async with self._lock:
-                # Another request may have fetched while this one waited for the lock.
-                now = time.monotonic()
-                stale = now - self._fetched_at >= self.config.jwks_cache_seconds
-                unknown = self._find(kid) is None
-                if (stale or unknown) and now - self._tried_at >= self.refetch_seconds:
-                    self._tried_at = now
-                    try:
-                        await self._fetch()
-                    except IssuerError as exc:
-                        # Keep what was fetched before: cached keys outlive an outage.
-                        metrics.AUTH_ISSUER_ERRORS.inc()
-                        log.warning("issuer keys unavailable", extra={"error": str(exc)})
+        """The key for ``kid`` (or the only key, for a token without one), or None.
+
+        A known key is answered at once; when the cache is older than its period it is
+        refreshed behind the request, so an issuer that hangs never delays a caller whose
+        key is cached. An unknown key id waits for one fetch (or for the one under way).
+        """
+        found = self._find(kid)
+        if found is not None:
+            stale = time.monotonic() - self._fetched_at >= self.config.jwks_cache_seconds
+            if stale and self._may_try() and not self._lock.locked():
+                self._background = asyncio.create_task(self._refresh())
+            return found
+        await self._refresh()
         return self._find(kid)
+
+    def _may_try(self) -> bool:
+        return time.monotonic() - self._tried_at >= self.refetch_seconds
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            # A fetch that ended while this one waited for the lock counts as this one's.
+            if not self._may_try():
+                return
+            self._tried_at = time.monotonic()
+            try:
+                await self._fetch()
+            except IssuerError as exc:
+                # Keep what was fetched before: cached keys outlive an outage.
+                metrics.AUTH_ISSUER_ERRORS.inc()
+                log.warning("issuer keys unavailable", extra={"error": str(exc)})
 
     def _find(self, kid: str | None) -> jwt.PyJWK | None:
         if kid is None:

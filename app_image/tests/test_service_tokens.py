@@ -167,3 +167,26 @@ def test_shapes_and_metadata_locations():
         "https://id.example/.well-known/oauth-authorization-server/tenant",
         "https://id.example/tenant/.well-known/openid-configuration",
     ]
+
+
+def test_an_old_cache_is_refreshed_behind_a_known_key_never_in_its_way(issuer: Issuer):
+    verifier = verifier_for(issuer, refetch_seconds=0.1, jwks_cache_seconds=0.2)
+    token = issuer.token()
+
+    async def scenario() -> None:
+        await verifier.check(token)
+        await asyncio.sleep(0.3)
+        # The cache is past its period: the known key answers at once, the refresh follows.
+        await verifier.check(token)
+        assert issuer.jwks_fetches == 1
+        await asyncio.sleep(0.3)
+        assert issuer.jwks_fetches == 2
+        # The issuer gone and the cache old again: still answered from the cache.
+        issuer.stop()
+        before = metrics.AUTH_ISSUER_ERRORS._value.get()
+        await asyncio.sleep(0.3)
+        assert (await verifier.check(token)).subject == "user-1"
+        await asyncio.sleep(0.5)
+        assert metrics.AUTH_ISSUER_ERRORS._value.get() == before + 1
+
+    asyncio.run(scenario())
