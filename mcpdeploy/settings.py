@@ -136,6 +136,15 @@ class RateLimits(Model):
             raise ValueError("perMinute <= perHour <= perDay must hold")
         return self
 
+    def environment(self) -> dict[str, str]:
+        """The service's variables for these limits: what roles/app writes into the
+        container's environment and what `ops check` compares the running one with."""
+        return {
+            "MCP_RATE_LIMIT_PER_MINUTE": str(self.per_minute),
+            "MCP_RATE_LIMIT_PER_HOUR": str(self.per_hour),
+            "MCP_RATE_LIMIT_PER_DAY": str(self.per_day),
+        }
+
 
 class NginxZone(Model):
     """One ``limit_req_zone`` (guide: Nginx Configuration), keyed by client address."""
@@ -276,7 +285,8 @@ class App(Model):
     workers: int = Field(2, ge=1, le=64)
     # PostgreSQL connections per worker (MCP_DB_POOL_SIZE). Both colors run at once, so the
     # budget is this x workers x every app host of both colors; preflight checks it against
-    # the server's max_connections. The guide's 25 would fill the default 100 exactly.
+    # the server's max_connections. The guide's 25 per host would fill the default 100
+    # exactly.
     db_pool_size: int = Field(20, ge=1, le=500)
     # Docker --memory (swap equal: none); a leak ends in an OOM restart, not a swapping host.
     memory: Size = "1g"
@@ -327,7 +337,8 @@ class Release(Model):
 class DataPostgres(Model):
     """PostgreSQL on a self-hosted data host (``roles/data``; RDS on AWS)."""
 
-    # Both app colors' pools (MCP_DB_POOL_SIZE 25 each) plus migrations and admin sessions.
+    # Both app colors' pools (app.dbPoolSize x app.workers per app host) plus migrations and
+    # admin sessions.
     max_connections: int = Field(100, ge=20, le=5000)
     # PostgreSQL's own guidance: about a quarter of the host's memory.
     shared_buffers_mb: int = Field(256, ge=16, le=262144)

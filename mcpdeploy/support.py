@@ -282,19 +282,28 @@ def certificate_check(host: str, served: Mapping[str, Any], warning_days: int) -
     return Check("certificate", host, "pass", detail)
 
 
-def connections_check(host: str, answer: Mapping[str, Any]) -> Check:
-    """Client connections in ``pg_stat_activity`` against ``max_connections``."""
+def connections_check(host: str, answer: Mapping[str, Any], settings: Settings) -> Check:
+    """Client connections in ``pg_stat_activity`` against ``max_connections``; the fix
+    names what each app host pools (app.dbPoolSize per worker, app.workers workers)."""
     if "error" in answer:
         fix = _on(host, f"systemctl status {POSTGRES_UNIT}; tail -n 50 {POSTGRES_LOG}")
         return Check("db-connections", host, "fail", f"psql: {answer['error']}", fix)
     used, limit = answer["connections"], answer["max_connections"] - answer["reserved"]
     breakdown = ", ".join(f"{key} {count}" for key, count in answer["by_role_state"].items())
     detail = f"{used} of {limit} connections ({breakdown})"
+    app = settings.app
+    pools = (
+        f"each app host pools {app.db_pool_size * app.workers} (app.dbPoolSize "
+        f"{app.db_pool_size} x app.workers {app.workers})"
+    )
+    who = (
+        'runuser -u postgres -- psql -c "SELECT usename, state, count(*) FROM pg_stat_activity '
+        'GROUP BY 1, 2"'
+    )
     fix = _on(
         host,
-        'runuser -u postgres -- psql -c "SELECT usename, state, count(*) FROM pg_stat_activity '
-        'GROUP BY 1, 2" shows who holds them; each app host pools 25 (MCP_DB_POOL_SIZE); '
-        "raise data.postgres.maxConnections if the load is real",
+        f"{who} shows who holds them; {pools}; raise data.postgres.maxConnections if the "
+        "load is real",
     )
     if used >= CONNECTIONS_FAIL * limit:
         return Check("db-connections", host, "fail", detail, fix)
@@ -308,11 +317,7 @@ def rate_limit_check(
 ) -> Check:
     """The rate limits in effect (service environment, nginx) against the settings."""
     limits, zones = settings.rate_limits, settings.nginx_rate_limits
-    wanted_service = {
-        "MCP_RATE_LIMIT_PER_MINUTE": str(limits.per_minute),
-        "MCP_RATE_LIMIT_PER_HOUR": str(limits.per_hour),
-        "MCP_RATE_LIMIT_PER_DAY": str(limits.per_day),
-    }
+    wanted_service = limits.environment()
     running = container.get("rate_limits", {})
     drift = [
         f"service {name}={running.get(name, '(unset)')} (settings: {value})"
@@ -446,7 +451,7 @@ def evaluate(
             days = maintenance.certificate_warning_days
             checks.append(certificate_check(host.name, answer["certificate"], days))
         if "postgres" in answer:
-            checks.append(connections_check(host.name, answer["postgres"]))
+            checks.append(connections_check(host.name, answer["postgres"], settings))
         if host.role == "app":
             container = answer.get("container")
             containers[host.name] = container

@@ -65,7 +65,6 @@ def service_environment(
     ``client_origins`` the origins the stack's clients call from besides
     ``https://<domain>`` (the lab's published port): the service's Host and Origin checks.
     """
-    limits = settings.rate_limits
     environment = {
         "DATABASE_URL": urls["DATABASE_URL"],
         "REDIS_URL": urls["REDIS_URL"],
@@ -78,9 +77,7 @@ def service_environment(
         "MCP_TRUSTED_PROXIES": f"{trusted_proxy}/32",
         "MCP_WORKERS": str(workers),
         "MCP_DB_POOL_SIZE": str(settings.app.db_pool_size),
-        "MCP_RATE_LIMIT_PER_MINUTE": str(limits.per_minute),
-        "MCP_RATE_LIMIT_PER_HOUR": str(limits.per_hour),
-        "MCP_RATE_LIMIT_PER_DAY": str(limits.per_day),
+        **settings.rate_limits.environment(),
         "MCP_CORS_ORIGINS": ",".join(str(o).rstrip("/") for o in settings.cors_origins),
         "MCP_ALLOWED_HOSTS": ",".join(allowed_hosts(settings.domain, extra_names)),
         "MCP_ALLOWED_ORIGINS": ",".join(

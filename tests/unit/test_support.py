@@ -212,9 +212,20 @@ def test_certificate_expiry_against_the_warning_days(days, status):
 @pytest.mark.parametrize(("used", "status"), [(9, "pass"), (80, "warn"), (95, "fail")])
 def test_database_connections_against_max_connections(used, status):
     answer = {"connections": used, "by_role_state": {}, "max_connections": 100, "reserved": 3}
-    check = support.connections_check("data", answer)
+    check = support.connections_check("data", answer, load_settings("lab"))
     assert check.status == status
     assert f"{used} of 97" in check.detail
+
+
+def test_the_connections_fix_names_what_each_app_host_pools():
+    settings = load_settings("lab")
+    settings = settings.model_copy(
+        update={"app": settings.app.model_copy(update={"db_pool_size": 7, "workers": 2})}
+    )
+    answer = {"connections": 95, "by_role_state": {}, "max_connections": 100, "reserved": 3}
+    check = support.connections_check("data", answer, settings)
+    assert "each app host pools 14 (app.dbPoolSize 7 x app.workers 2)" in check.fix
+    assert "25" not in check.fix
 
 
 def test_rate_limits_that_differ_from_the_settings_fail():
