@@ -72,12 +72,8 @@ class AuthConfig:
 
     @property
     def metadata_url(self) -> str:
-        """Where this resource's RFC 9728 metadata is: ``/.well-known/oauth-protected-resource``
-        inserted before the audience's path (section 3.1), on the audience's host."""
-        scheme, rest = self.audience.split("://", 1)
-        host, _, path = rest.partition("/")
-        path = "/" + path.rstrip("/") if path.strip("/") else ""
-        return f"{scheme}://{host}/.well-known/oauth-protected-resource{path}"
+        """Where this resource's RFC 9728 metadata is (section 3.1), on the audience's host."""
+        return well_known(self.audience, "oauth-protected-resource")
 
     @property
     def tokens(self) -> bool:
@@ -88,6 +84,15 @@ class AuthConfig:
     def api_keys(self) -> bool:
         """Whether API keys are accepted (``apiKey`` or ``both``)."""
         return self.mode != "oauth"
+
+
+def well_known(url: str, name: str) -> str:
+    """``url`` with ``/.well-known/<name>`` inserted between its host and its path, as RFC
+    8414 (authorization server metadata) and RFC 9728 (resource metadata) place it."""
+    scheme, rest = url.split("://", 1)
+    host, _, path = rest.partition("/")
+    path = "/" + path.rstrip("/") if path.strip("/") else ""
+    return f"{scheme}://{host}/.well-known/{name}{path}"
 
 
 def _auth_config(reader: _Reader) -> AuthConfig:

@@ -21,14 +21,13 @@ import logging
 import ssl
 import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 import jwt
 from mcp.server.auth.provider import AccessToken
 
 from mcp_service import metrics
-from mcp_service.config import AuthConfig
+from mcp_service.config import AuthConfig, well_known
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +81,8 @@ def looks_like_jwt(bearer: str) -> bool:
 def metadata_urls(issuer: str) -> list[str]:
     """Where the issuer's metadata may be: RFC 8414 section 3.1 (``/.well-known/`` inserted
     before the issuer's path), then OpenID Connect Discovery (appended to it)."""
-    parts = urlsplit(issuer)
-    path = parts.path.rstrip("/")
-    oauth = urlunsplit(
-        (parts.scheme, parts.netloc, f"/.well-known/oauth-authorization-server{path}", "", "")
-    )
-    openid = urlunsplit(
-        (parts.scheme, parts.netloc, f"{path}/.well-known/openid-configuration", "", "")
-    )
-    return [oauth, openid]
+    oauth = well_known(issuer, "oauth-authorization-server")
+    return [oauth, f"{issuer.rstrip('/')}/.well-known/openid-configuration"]
 
 
 class IssuerKeys:
