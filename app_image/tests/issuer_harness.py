@@ -103,6 +103,8 @@ class Issuer:
         self.keys = [SigningKey()]
         self.jwks_fetches = 0
         self.openid_only = openid_only
+        # The issuer its metadata names (a test may make it name another).
+        self.named = ""
         issuer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -138,7 +140,7 @@ class Issuer:
         self.thread.start()
 
     def metadata(self) -> dict[str, Any]:
-        return {"issuer": self.url, "jwks_uri": f"{self.url}/jwks"}
+        return {"issuer": self.named or self.url, "jwks_uri": f"{self.url}/jwks"}
 
     def token(self, key: SigningKey | None = None, **claims: Any) -> str:
         """An RS256 token signed by ``key`` (the issuer's first), the usual claims overridden

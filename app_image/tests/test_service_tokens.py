@@ -147,11 +147,11 @@ def test_with_the_issuer_down_known_keys_work_and_unknown_ones_are_refused(issue
 
 
 def test_the_metadata_must_name_the_configured_issuer(issuer: Issuer):
-    settings = AuthConfig(
-        mode="oauth", issuer=issuer.url + "/tenant", audience=AUDIENCE, ca_file=str(issuer.ca)
-    )
-    verifier = TokenVerifier(settings)
+    # Served at the issuer's own metadata URL, naming another issuer (RFC 8414 section 3.3).
+    issuer.named = issuer.url + "/impostor"
+    verifier = verifier_for(issuer)
     assert refused(verifier, issuer.token()).reason == "unknown signing key"
+    assert issuer.jwks_fetches == 0
 
 
 def test_an_issuer_without_the_stack_ca_is_not_trusted(issuer: Issuer):
