@@ -34,6 +34,7 @@ STACK_FILE = ROOT / "Pulumi.lab.yaml"
 BIN = Path(sys.executable).parent
 SSH = ["ssh", "-F", str(STATE_DIR / "ssh_config")]
 REPOSITORY = "mcpdeploy/app"
+APP_HOSTS = ("app-blue", "app-green")
 # How soon after `ops disable|enable|cache|rotate-key` returns every worker answers by it:
 # each re-reads the operator's switches every app.settingsCacheSeconds (1 s in the lab, at
 # most the guide's 5 s), plus 1 s for a poll and its request on a busy machine.
@@ -149,9 +150,9 @@ def restore(original: str) -> None:
     if STACK_FILE.read_text() != original:
         STACK_FILE.write_text(original)
     run(*SSH, "edge", "rm -f /var/lib/mcpdeploy/releases/lock.json")
-    for host in ("app-blue", "app-green"):
+    for host in APP_HOSTS:
         run(*SSH, host, "systemctl start mcp-service")
-    for host in ("app-blue", "app-green"):
+    for host in APP_HOSTS:
         run(*SSH, host, READY)
     found = drift()
     if not found:
@@ -189,11 +190,11 @@ env = dict(l.split("=", 1) for l in open("/etc/mcp-service/env").read().splitlin
 request = urllib.request.Request("http://127.0.0.1:3000/api/v1/mcp/metrics",
                                  headers={"Authorization": "Bearer " + env["MCP_METRICS_TOKEN"]})
 text = urllib.request.urlopen(request, timeout=5).read().decode()
-print("\n".join(l for l in text.splitlines() if l.startswith(("mcp_db_pool", "mcp_redis"))))
+print("\n".join(l for l in text.splitlines() if l.startswith("mcp_db_pool")))
 """
 
 
-def service_report(*hosts: str, lines: int = 20) -> str:
+def service_report(hosts: tuple[str, ...] = APP_HOSTS, lines: int = 20) -> str:
     """For a failure message under load: each app host's last service warnings and errors
     (15 minutes) and its pool gauges, so a 503 is explained by the run that saw it."""
     level = """'"level": "(WARNING|ERROR|CRITICAL)"'"""

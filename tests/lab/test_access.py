@@ -18,7 +18,10 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from release_harness import SWITCH_SECONDS
+
+# APP_HOSTS: the hosts whose environment holds the API key (roles/app), where a rotation
+# is deployed.
+from release_harness import APP_HOSTS, SWITCH_SECONDS
 
 from mcpdeploy.settings import load_settings
 
@@ -35,8 +38,6 @@ CALL = {
 # Rotation test: the old key's grace period (18 s), short enough to watch it end and long
 # enough for a client calling once a second to switch keys within it.
 GRACE_HOURS = 0.005
-# The hosts whose environment holds the API key (roles/app): a rotation is deployed to them.
-APP_HOSTS = ("app-blue", "app-green")
 
 
 def run(*argv: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:

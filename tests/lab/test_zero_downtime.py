@@ -62,7 +62,6 @@ MOVE_BOUND = 30.0  # after a command returns, its color must answer everything w
 MAX_SECONDS = 900.0
 
 MCP = "/api/v1/mcp/"
-APP_HOSTS = ("app-blue", "app-green")
 CLOSED = ": close: close requested; reconnect"
 # A rollback returns once its drain closed the old color's streams: the bound is only for
 # the stream's reader thread to see the end, on a machine busy with the load.
@@ -260,7 +259,7 @@ def test_a_release_and_its_rollback_under_load_fail_no_request_and_close_streams
         finally:
             out, progress = release.communicate(timeout=1200)
             watch.finish()
-        assert release.returncode == 0, progress[-3000:] + service_report(*APP_HOSTS)
+        assert release.returncode == 0, progress[-3000:] + service_report()
         marks.append(("green", began, moved_at(load, "green", began)))
         for step in (
             "deploying app-green",
@@ -326,7 +325,7 @@ def test_a_release_and_its_rollback_under_load_fail_no_request_and_close_streams
         # cleanly the same way, and blue serves streams again without a restart.
         began = load.clock()
         back = mcpdeploy("rollback", "--break-lock")
-        assert back.returncode == 0, back.stderr[-3000:] + service_report(*APP_HOSTS)
+        assert back.returncode == 0, back.stderr[-3000:] + service_report()
         marks.append(("blue", began, moved_at(load, "blue", began)))
         assert wait_for(lambda: again.ended is not None, SEEN_BOUND_SECONDS), again.text()
         assert again.ended == "complete" and again.last_comment() == CLOSED, again.text()[-500:]
@@ -343,7 +342,7 @@ def test_a_release_and_its_rollback_under_load_fail_no_request_and_close_streams
 
     timeline = "; ".join(f"to {c} at {b:.1f}s, {c} from {m:.1f}s" for c, b, m in marks)
     assert result.failed == 0, f"{result.failed} of {result.sent} failed ({timeline}):\n" + (
-        result.failure_report() + service_report(*APP_HOSTS)
+        result.failure_report() + service_report()
     )
     assert result.achieved_rate >= MIN_RATE, f"{result.achieved_rate:.1f} req/s ({result.sent})"
     # Traffic really moved: after each command, only its color answered until the next one.
